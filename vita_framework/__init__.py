@@ -1,0 +1,24 @@
+"""vita_framework: omni-modal LLM generation as swappable plugins (VITA-1.5 reproduced exactly).
+
+``import vita_framework`` stays light (no torch); :func:`build` imports what the configured components need.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build", "compose"]
+
+
+def build(overrides=(), *, config: Any = None):
+    """Compose a config from Hydra ``overrides`` (or take ``config``) and build the pipeline."""
+    from .build import build as _build
+
+    return _build(overrides, config=config)
+
+
+def compose(overrides=()):
+    """Compose and validate a config exactly as the CLI does."""
+    from .config import compose as _compose
+
+    return _compose(overrides)

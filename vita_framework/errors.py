@@ -1,0 +1,44 @@
+"""Error types of the framework.
+
+Every error a user can cause (a typo in a config, a bad file, a checkpoint that does not fit) is one of
+these, and its message says what was wrong and what to type or change instead. The CLI prints them as
+``error: <message>`` with exit status 2 and no traceback (``VITA_DEBUG=1`` shows it).
+"""
+
+from __future__ import annotations
+
+
+class VitaError(Exception):
+    """Base of every error the framework raises on purpose."""
+
+
+class ConfigError(VitaError):
+    """The composed configuration is invalid (unknown key, bad value)."""
+
+
+class UnknownComponentError(ConfigError):
+    """A config names a component no plugin registered."""
+
+
+class ComponentConfigError(ConfigError):
+    """A component's options do not fit the schema its plugin registered."""
+
+
+class DuplicateComponentError(VitaError):
+    """Two plugins registered the same component name for the same kind."""
+
+
+class PluginLoadError(VitaError):
+    """A plugin could not be imported or its hook raised."""
+
+
+class FusionError(VitaError):
+    """Placeholders in the prompt and encoded features do not line up."""
+
+
+class InputError(VitaError):
+    """A user input (file, prompt, request) cannot be used."""
+
+
+class CheckpointError(VitaError):
+    """A checkpoint directory is missing files or holds tensors that do not fit."""

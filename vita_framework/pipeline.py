@@ -1,0 +1,193 @@
+"""The pipeline: the flow of design.md §1 and nothing else.
+
+preprocess -> encode -> project -> reduce -> prompt with placeholders -> fuse -> generate. A request
+without images runs no vision encoder; nothing is encoded as a dummy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError, InputError
+from .inputs import load_image
+from .prompt import PLACEHOLDER_IDS, get_template, modality_of, tokenize_with_placeholders, user_text
+
+DEFAULT_QUESTION = "Describe this image."
+
+
+@dataclass
+class Request:
+    prompt: str | None = None
+    images: list[Any] = field(default_factory=list)
+    audios: list[Any] = field(default_factory=list)
+    videos: list[Any] = field(default_factory=list)
+    video_fps: float | None = None
+
+
+@dataclass
+class RowResult:
+    prompt: str
+    text: str
+    generated_ids: list[int]
+    tokens_in: dict[str, int]
+    tokens_out: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "text": self.text, "generated_ids": self.generated_ids,
+                "tokens_in": self.tokens_in, "tokens_out": self.tokens_out}
+
+
+@dataclass
+class GenerationResult:
+    rows: list[RowResult]
+    timings: dict[str, float]
+    scores: Any = None  # [B, steps, V] processed scores when asked for
+
+    @property
+    def text(self) -> str:
+        return self.rows[0].text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [r.to_dict() for r in self.rows], "timings": self.timings}
+
+
+class _Clock:
+    """A transformers streamer that records the first new token's time and forwards to another streamer."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate() first puts the prompt (empty for inputs_embeds)
+            self._prompt_seen = True
+        elif self.first is None:
+            self.first = time.perf_counter()
+        if self.inner is not None:
+            self.inner.put(value)
+
+    def end(self) -> None:
+        if self.inner is not None:
+            self.inner.end()
+
+
+class Pipeline:
+    """Built components wired in the one-way flow. Build it with :func:`vita_framework.build`."""
+
+    def __init__(self, *, llm: Any, fusion: Any, vision: Any = None, projector: Any = None, audio: Any = None,
+                 template: str = "qwen2p5_instruct", generation: dict[str, Any] | None = None,
+                 seed: int | None = 0, config: Any = None) -> None:
+        self.llm, self.fusion, self.vision, self.projector, self.audio = llm, fusion, vision, projector, audio
+        self.template = get_template(template)
+        self.generation_options = dict(generation or {})
+        self.seed = seed
+        self.config = config
+
+    # -- encoding ------------------------------------------------------------------------------------
+    def _encode_images(self, images: list[Any]) -> tuple[list[int], list[Any]]:
+        if not images:
+            return [], []
+        if self.vision is None:
+            raise ConfigError("images were given but no vision encoder is configured; add +vision=internvit")
+        batch = self.vision.preprocess([load_image(i) for i in images])
+        features = self._project(self.vision.encode(batch))
+        features = self.fusion.reduce("image", features, [0] * len(features))
+        return list(batch.tiles_per_item), features
+
+    def _project(self, features: list[Any]) -> list[Any]:
+        import torch
+
+        stacked = torch.stack(features)
+        with torch.inference_mode():
+            return list(self.projector(stacked).unbind(0))
+
+    # -- one request ---------------------------------------------------------------------------------
+    def prepare(self, request: Request) -> tuple[list[int], dict[str, list[Any]], str, dict[str, int]]:
+        """Encode a request's inputs and build its placeholder ids; returns ids, features, prompt, counts."""
+        if request.audios:
+            if self.audio is None:
+                raise ConfigError("audios were given but no audio encoder is configured; add +audio=<encoder>")
+        if request.videos:
+            raise InputError("video input is not supported by this pipeline yet; pass frames as images")
+        question = request.prompt if request.prompt is not None else DEFAULT_QUESTION
+        tiles, image_features = self._encode_images(list(request.images))
+        audio_features: list[Any] = []
+        modality = modality_of(bool(tiles), False)
+        text = self.template.render(user_text(question, tiles, [], len(audio_features)), modality)
+        image_tokens = [int(f.shape[0]) for f in image_features]
+        audio_tokens = [int(f.shape[0]) for f in audio_features]
+        ids = tokenize_with_placeholders(self.llm.tokenizer, text, image_tokens, audio_tokens)
+        counts = {"image": sum(image_tokens), "audio": sum(audio_tokens), "video": 0}
+        counts["text"] = len(ids) - counts["image"] - counts["audio"]
+        counts["total"] = len(ids)
+        return ids, {"image": image_features, "audio": audio_features}, question, counts
+
+    def generate(self, prompt: str | None = None, *, images: list[Any] = (), audios: list[Any] = (),
+                 videos: list[Any] = (), video_fps: float | None = None, streamer: Any = None,
+                 output_scores: bool = False, **generation: Any) -> GenerationResult:
+        """Answer one request. ``generation`` overrides the generation options for this call."""
+        request = Request(prompt, list(images), list(audios), list(videos), video_fps)
+        return self.run([request], streamer=streamer, output_scores=output_scores, **generation)
+
+    def run(self, requests: list[Request], *, streamer: Any = None, output_scores: bool = False,
+            **generation: Any) -> GenerationResult:
+        import torch
+
+        t0 = time.perf_counter()
+        prepared = [self.prepare(r) for r in requests]
+        t_encode = time.perf_counter()
+        width = max(len(p[0]) for p in prepared)
+        pad = self.llm.tokenizer.pad_token_id or 0
+        ids = torch.full((len(prepared), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prepared), width), dtype=torch.long)
+        for row, (row_ids, _, _, _) in enumerate(prepared):  # left padding: every row ends at the last slot
+            ids[row, width - len(row_ids):] = torch.tensor(row_ids, dtype=torch.long)
+            mask[row, width - len(row_ids):] = 1
+        features = {m: [f for p in prepared for f in p[1][m]] for m in PLACEHOLDER_IDS}
+        device = self.llm.device
+        with torch.inference_mode():
+            fused = self.fusion.fuse(ids.to(device), mask.to(device), self.llm.embed, features, PLACEHOLDER_IDS)
+        options = {**self.generation_options, **generation}
+        if output_scores:
+            options["output_scores"] = True
+        gen_config = self.llm.generation_config(options)
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        clock = _Clock(streamer)
+        t_gen = time.perf_counter()
+        clock.start = t_gen
+        out = self.llm.generate(fused, gen_config, streamer=clock)
+        t_end = time.perf_counter()
+        sequences = out.sequences.cpu()
+        eos = set(gen_config.eos_token_id or [])
+        rows = []
+        for row, (_, _, question, counts) in enumerate(prepared):
+            new = sequences[row].tolist()
+            n = _length_until_eos(new, eos, gen_config.pad_token_id)
+            new = new[:n]
+            text = self.llm.tokenizer.decode(new, skip_special_tokens=True).strip()
+            rows.append(RowResult(question, text, new, counts, len(new)))
+        first = clock.first or t_end
+        n_out = max(r.tokens_out for r in rows)
+        timings = {
+            "encode_s": t_encode - t0, "fuse_s": t_gen - t_encode, "generate_s": t_end - t_gen,
+            "time_to_first_token_s": first - t0,
+            "decode_tokens_per_s": (n_out - 1) / (t_end - first) if n_out > 1 and t_end > first else 0.0,
+            "total_s": t_end - t0,
+        }
+        scores = None
+        if output_scores and out.scores is not None:
+            scores = torch.stack(list(out.scores), dim=1).float().cpu()
+        return GenerationResult(rows, timings, scores)
+
+
+def _length_until_eos(ids: list[int], eos: set[int], pad: int | None) -> int:
+    """New tokens up to and including the first eos; later slots are padding of a finished row."""
+    for i, token in enumerate(ids):
+        if token in eos:
+            return i + 1
+    return len(ids)

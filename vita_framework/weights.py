@@ -1,0 +1,201 @@
+"""Checkpoint bundles: a directory in the VITA-1.5 layout, read as published.
+
+A bundle holds ``config.json`` (LLM architecture plus the ``mm_*`` keys), safetensors shards (with
+``model.safetensors.index.json`` when sharded), tokenizer files, ``generation_config.json`` and the encoder
+sub-directories named by ``mm_vision_tower`` / ``mm_audio_encoder``. Those sub-directories supply only
+configs (architecture, image processor, yaml, CMVN stats); every tensor comes from the main shards, so
+pickles such as ``final.pt`` are never opened. Components read only their own key prefix, so an unused
+component's tensors are never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+#: Key prefixes of the VITA-1.5 layout.
+VISION_PREFIX = "model.vision_tower.vision_tower."
+PROJECTOR_PREFIX = "model.mm_projector."
+AUDIO_PREFIX = "model.audio_encoder."
+NON_LLM_PREFIXES = (VISION_PREFIX, PROJECTOR_PREFIX, AUDIO_PREFIX)
+
+
+def default_bundle_path() -> Path:
+    """The tiny bundle shipped inside the package."""
+    return Path(__file__).resolve().parent / "assets" / "default_bundle"
+
+
+class Bundle:
+    """A checkpoint directory. Cheap to open: tensors are read on demand, by prefix."""
+
+    def __init__(self, path: str | os.PathLike, *, allow_pickle: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self.allow_pickle = allow_pickle
+        self._pickle: dict[str, Any] | None = None
+        if not self.path.is_dir():
+            raise CheckpointError(
+                f"checkpoint directory '{self.path}' does not exist; pass checkpoint=<dir with config.json "
+                "and model*.safetensors>, or checkpoint=default for the embedded bundle"
+            )
+        if not (self.path / "config.json").is_file():
+            raise CheckpointError(f"checkpoint '{self.path}' has no config.json; is it a VITA bundle directory?")
+
+    def __repr__(self) -> str:
+        return f"Bundle('{self.path}')"
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / "config.json")
+
+    @cached_property
+    def generation_config(self) -> dict[str, Any]:
+        path = self.path / "generation_config.json"
+        return read_json(path) if path.is_file() else {}
+
+    # -- tensors ---------------------------------------------------------------------------------
+    @cached_property
+    def _key_to_file(self) -> dict[str, Path]:
+        index = self.path / INDEX_FILE
+        if index.is_file():
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"'{index}' has no 'weight_map' object")
+            mapping = {key: self.path / name for key, name in weight_map.items()}
+            for file in set(mapping.values()):
+                if not file.is_file():
+                    raise CheckpointError(f"shard '{file.name}' listed in '{index}' is missing")
+            return mapping
+        single = self.path / SINGLE_FILE
+        if single.is_file():
+            return {key: single for key in _safetensors_keys(single)}
+        shards = sorted(self.path.glob("model*.safetensors"))
+        if shards:
+            return {key: shard for shard in shards for key in _safetensors_keys(shard)}
+        pickles = [name for name in PICKLE_FILES if (self.path / name).is_file()]
+        if pickles:
+            if not self.allow_pickle:
+                raise CheckpointError(
+                    f"checkpoint '{self.path}' only has pickle weights ({pickles[0]}); pickles can run code. "
+                    "Convert it to safetensors, or pass allow_pickle=true to load it with weights_only=True"
+                )
+            return {key: self.path / pickles[0] for key in self._pickle_state()}
+        raise CheckpointError(
+            f"checkpoint '{self.path}' has no weights: expected {SINGLE_FILE} or {INDEX_FILE} with its shards"
+        )
+
+    def _pickle_state(self) -> dict[str, Any]:
+        if self._pickle is None:
+            import torch
+
+            self._pickle = torch.load(self.path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return self._pickle
+
+    def keys(self) -> list[str]:
+        return list(self._key_to_file)
+
+    def has_prefix(self, prefix: str) -> bool:
+        return any(key.startswith(prefix) for key in self._key_to_file)
+
+    def load(self, prefix: str = "", *, exclude: tuple[str, ...] = (), strip: bool = True) -> dict[str, Any]:
+        """Tensors whose key starts with ``prefix`` (and none of ``exclude``), prefix stripped."""
+        wanted: dict[Path, list[str]] = {}
+        for key, file in self._key_to_file.items():
+            if key.startswith(prefix) and not key.startswith(exclude):
+                wanted.setdefault(file, []).append(key)
+        out: dict[str, Any] = {}
+        for file, keys in wanted.items():
+            if file.suffix == ".bin":
+                state = self._pickle_state()
+                tensors = {key: state[key] for key in keys}
+            else:
+                from safetensors import safe_open
+
+                with safe_open(str(file), framework="pt") as handle:
+                    tensors = {key: handle.get_tensor(key) for key in keys}
+            for key, tensor in tensors.items():
+                out[key[len(prefix):] if strip else key] = tensor
+        return out
+
+    # -- sub-directories -------------------------------------------------------------------------
+    def resolve(self, config_key: str) -> Path:
+        """Resolve ``config[config_key]`` (e.g. ``mm_vision_tower``) to a local directory.
+
+        A relative path resolves against the bundle; a hub id resolves only through the local Hugging Face
+        cache (offline), never by downloading.
+        """
+        value = self.config.get(config_key)
+        if not value:
+            raise CheckpointError(f"'{self.path / 'config.json'}' has no '{config_key}'")
+        return resolve_local_dir(str(value), base=self.path, what=f"{config_key} of {self.path}")
+
+
+def resolve_local_dir(value: str, *, base: Path, what: str) -> Path:
+    candidates = [base / value, Path(value).expanduser()]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    if value.count("/") == 1 and not value.startswith((".", "/")):
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(value, local_files_only=True))
+        except Exception:
+            raise CheckpointError(
+                f"{what} is '{value}', which is neither a directory beside the checkpoint nor in the local "
+                f"Hugging Face cache. Download it once with `huggingface-cli download {value}` "
+                f"(or place it at '{base / value.split('/')[-1]}' and set the key to that relative path)"
+            ) from None
+    raise CheckpointError(f"{what} is '{value}', but no directory '{base / value}' exists")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise CheckpointError(f"'{path}' is missing") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"'{path}' is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"'{path}' must hold a JSON object")
+    return data
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except Exception as exc:
+        raise CheckpointError(f"'{path}' is not a readable safetensors file: {exc}") from None
+
+
+def load_into(module: Any, state: dict[str, Any], *, what: str, ignore_missing: tuple[str, ...] = ()) -> None:
+    """Load ``state`` into ``module`` strictly, naming missing, unexpected and mis-shaped keys."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith(ignore_missing)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s), e.g. {', '.join(missing[:5])}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensor(s), e.g. {', '.join(unexpected[:5])}")
+    if wrong:
+        problems.append(f"{len(wrong)} mis-shaped tensor(s): {'; '.join(wrong[:5])}")
+    if problems:
+        raise CheckpointError(f"{what}: " + "; ".join(problems))
+    module.load_state_dict(state, strict=False, assign=True)
