@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from vita_framework.devices import torch_dtype
-from vita_framework.errors import CheckpointError, ComponentConfigError, ConfigError
+from vita_framework.errors import CheckpointError, ConfigError
+from vita_framework.generation import merge_generation_options
 from vita_framework.weights import NON_LLM_PREFIXES, default_bundle_path, load_into
 
 # config.json keys that describe the LLM (everything else in a VITA config is about the other parts)
@@ -20,8 +21,6 @@ _LLM_KEYS = (
     "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "layer_types", "head_dim",
     "attention_bias", "mlp_bias",
 )
-#: generation keys that are ours, not GenerationConfig fields
-OWN_GENERATION_KEYS = ("stop_tokens", "use_checkpoint_config")
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -118,22 +117,7 @@ class CausalLMBackbone:
         """Our ``generation`` group merged over the checkpoint's generation_config.json."""
         from transformers import GenerationConfig
 
-        probe = GenerationConfig()
-        use_ckpt = options.get("use_checkpoint_config", True)
-        merged = {k: v for k, v in self.generation_defaults.items() if k != "transformers_version"} if use_ckpt else {}
-        for key, value in options.items():
-            if key in OWN_GENERATION_KEYS:
-                continue
-            if not hasattr(probe, key):
-                raise ComponentConfigError(
-                    f"unknown option 'generation.{key}': not a transformers GenerationConfig field "
-                    f"(nor one of {', '.join(OWN_GENERATION_KEYS)})"
-                )
-            if value is not None:
-                merged[key] = value
-        if not merged.get("do_sample", False):
-            for key in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
-                merged.pop(key, None)
+        merged = merge_generation_options(self.generation_defaults, options)
         eos = merged.get("eos_token_id", self.tokenizer.eos_token_id)
         eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
         for token in options.get("stop_tokens") or []:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import CheckpointError
+from .generation import validate_generation_options
 from .plugins import get_registry
 from .registry import BuildContext
 from .schema import validate_run_config
@@ -35,6 +36,8 @@ def build_pipeline(cfg: Any) -> Any:
     from .pipeline import Pipeline
 
     validate_run_config(cfg)
+    generation = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else {}
+    validate_generation_options(generation)
     registry = get_registry()
     bundle = open_checkpoint(cfg.get("checkpoint"), allow_pickle=bool(cfg.get("allow_pickle", False)))
     if bundle is None:
@@ -54,7 +57,6 @@ def build_pipeline(cfg: Any) -> Any:
     if cfg.get("audio") is not None:
         audio = context.components["audio"] = registry.build("audio", cfg.audio, context)
     fusion = context.components["fusion"] = registry.build("fusion", cfg.fusion, context)
-    generation = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else {}
     return Pipeline(llm=llm, fusion=fusion, vision=vision, projector=projector, audio=audio,
                     template=str(cfg.get("template", "qwen2p5_instruct")), generation=generation,
                     seed=cfg.get("seed"), config=cfg)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 import pluggy
+import torch  # noqa
 
 from . import hookspecs
 from .errors import DuplicateComponentError, PluginLoadError, VitaError
@@ -105,7 +106,10 @@ def load_plugins() -> LoadedPlugins:
         try:
             module = ep.load()
             pm.register(module, name=ep.name)
+            pm.check_pending()  # an unknown (misspelled) hook name is this plugin's problem only
         except Exception as exc:  # a third party's import error must not take the others down
+            if pm.has_plugin(ep.name):
+                pm.unregister(name=ep.name)
             _problem(problems, f"plugin '{ep.name}' from distribution '{dist}' failed to load: "
                                f"{type(exc).__name__}: {exc}", exc)
             continue

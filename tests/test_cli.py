@@ -1,0 +1,69 @@
+"""The main command as a user runs it: a subprocess with its Hydra output dir in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from conftest import GOLDEN
+
+
+def run_cli(tmp_path, *args, env=None):
+    cmd = [sys.executable, "-m", "vita_framework", *args, f"hydra.run.dir={tmp_path}", "device=cpu"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_main_command_streams_answer_and_writes_result(tmp_path, run_env):
+    proc = run_cli(tmp_path, "+vision=internvit", "+audio=none", "generation.max_new_tokens=12", env=run_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    row = result["rows"][0]
+    assert row["prompt"] == "Describe this image."
+    assert row["tokens_in"]["image"] == 256 and row["tokens_in"]["total"] > 256
+    assert 1 <= row["tokens_out"] == len(row["generated_ids"]) <= 12
+    assert row["text"] and row["text"] in proc.stdout  # the streamer printed the answer
+    assert "tokens in:" in proc.stderr and "time to first token" in proc.stderr
+    assert result["choices"]["vision"] == "internvit" and result["choices"]["llm"] == "qwen2"
+    assert result["plugins"]["vita_plugins.internvit"]["package"] == "vita-framework"
+    assert result["timings"]["time_to_first_token_s"] > 0
+
+
+def test_text_only_run_uses_no_vision(tmp_path, run_env):
+    proc = run_cli(tmp_path, "prompt=Hello there", "generation.max_new_tokens=5", "stream=false", env=run_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads((tmp_path / "result.json").read_text())["rows"][0]
+    assert row["prompt"] == "Hello there" and row["tokens_in"]["image"] == 0
+    assert row["text"] in proc.stdout
+
+
+def test_output_scores_writes_stacked_scores(tmp_path, run_env):
+    proc = run_cli(tmp_path, "+experiment=vita15", f"checkpoint={GOLDEN / 'ckpt'}", "prompt=Hi",
+                   "generation.max_new_tokens=7", "generation.repetition_penalty=1.0", "generation.stop_tokens=[]",
+                   "generation.eos_token_id=[]", "output.scores=true", "dtype=float32", env=run_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = load_file(str(tmp_path / "scores.safetensors"))["scores"]
+    assert scores.shape == (1, 7, 403)
+    row = json.loads((tmp_path / "result.json").read_text())["rows"][0]
+    assert scores[0].argmax(-1).tolist() == row["generated_ids"]  # greedy, no penalty: argmax is the token
+
+
+@pytest.mark.parametrize("args,message", [
+    (["+vison=internvit"], "Did you mean '+vision=internvit'"),
+    (["+vision=internvit", "+audio=none", "images=[/nonexistent/cat.png]"], "image file '/nonexistent/cat.png'"),
+    (["checkpoint=/nonexistent/ckpt"], "checkpoint directory '/nonexistent/ckpt' does not exist"),
+])
+def test_user_errors_exit_2_without_traceback(tmp_path, run_env, args, message):
+    proc = run_cli(tmp_path, *args, env=run_env)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") or "\nerror: " in proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_vision_without_plus_tells_what_to_type(tmp_path, run_env):
+    proc = run_cli(tmp_path, "vision=internvit", env=run_env)
+    assert proc.returncode != 0 and "+vision=internvit" in proc.stderr
