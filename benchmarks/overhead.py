@@ -41,9 +41,7 @@ PROMPT = "What is in this picture? Answer in detail."
 BASE = ["+vision=internvit", "+audio=none", "device=cpu", "dtype=float32"]
 CONFIGS = {
     "default": BASE,
-    "mid-512x8": BASE + ["checkpoint=null", "llm.arch.hidden_size=512", "llm.arch.num_hidden_layers=8",
-                         "llm.arch.intermediate_size=1376", "llm.arch.num_attention_heads=8",
-                         "llm.arch.num_key_value_heads=4"],
+    "mid-512x8": [*BASE, "checkpoint=null", "llm.arch.hidden_size=512", "llm.arch.num_hidden_layers=8", "llm.arch.intermediate_size=1376", "llm.arch.num_attention_heads=8", "llm.arch.num_key_value_heads=4"],
 }
 
 

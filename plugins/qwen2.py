@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from vita_framework.hookspecs import hookimpl
 
@@ -15,7 +15,7 @@ class Qwen2Arch:
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    vocab_size: Optional[int] = None
+    vocab_size: int | None = None
     rope_theta: float = 1e6
     rms_norm_eps: float = 1e-6
     max_position_embeddings: int = 32768
@@ -24,8 +24,8 @@ class Qwen2Arch:
 @dataclass
 class Qwen2Options:
     attn_implementation: str = "sdpa"
-    device_map: Optional[str] = None
-    tokenizer: Optional[str] = None  # tokenizer dir; default: the checkpoint's (or the embedded bundle's)
+    device_map: str | None = None
+    tokenizer: str | None = None  # tokenizer dir; default: the checkpoint's (or the embedded bundle's)
     arch: Qwen2Arch = field(default_factory=Qwen2Arch)
 
 

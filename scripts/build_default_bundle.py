@@ -25,13 +25,16 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
     "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-CORPUS_WORDS = (
-    "the a an image picture photo shows describe this what is there in of on at to and with color colour shape "
-    "circle square triangle star red green blue yellow white black orange purple small large big left right top "
-    "bottom center middle one two three how many where which answer question user assistant system robot VITA "
-    "you are helpful honest harmless language model multimodal video audio see seeing content given strictly "
-    "forbidden please note not apologize discuss correct wrong languages choice community open source develop"
-).split()
+CORPUS_WORDS = [
+    "the", "a", "an", "image", "picture", "photo", "shows", "describe", "this", "what", "is", "there", "in",
+    "of", "on", "at", "to", "and", "with", "color", "colour", "shape", "circle", "square", "triangle", "star",
+    "red", "green", "blue", "yellow", "white", "black", "orange", "purple", "small", "large", "big", "left",
+    "right", "top", "bottom", "center", "middle", "one", "two", "three", "how", "many", "where", "which",
+    "answer", "question", "user", "assistant", "system", "robot", "VITA", "you", "are", "helpful", "honest",
+    "harmless", "language", "model", "multimodal", "video", "audio", "see", "seeing", "content", "given",
+    "strictly", "forbidden", "please", "note", "not", "apologize", "discuss", "correct", "wrong", "languages",
+    "choice", "community", "open", "source", "develop",
+]
 
 
 def corpus() -> list[str]:

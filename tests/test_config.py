@@ -69,7 +69,7 @@ def test_every_shipped_option_composes_and_validates(group, option):
     for kind in ("vision", "audio", "projector", "fusion", "llm"):
         node = cfg.get(kind)
         if node is not None:
-            spec, options = registry.options(kind, node)
+            spec, _options = registry.options(kind, node)
             assert spec.name == node.component
     validate_generation_options(OmegaConf.to_container(cfg.generation))
 

@@ -7,8 +7,14 @@ import torch
 
 from conftest import GOLDEN_CKPT
 from vita_framework.errors import FusionError, InputError
-from vita_framework.prompt import (AUDIO_PLACEHOLDER, IMAGE_PLACEHOLDER, PLACEHOLDER_IDS, get_template,
-                                   tokenize_with_placeholders, user_text)
+from vita_framework.prompt import (
+    AUDIO_PLACEHOLDER,
+    IMAGE_PLACEHOLDER,
+    PLACEHOLDER_IDS,
+    get_template,
+    tokenize_with_placeholders,
+    user_text,
+)
 from vita_plugins._causal_lm import load_tokenizer
 from vita_plugins.splice import SpliceFusion
 

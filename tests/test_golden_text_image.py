@@ -57,7 +57,7 @@ def test_case2_image_path_matches_reference(pipeline):
     assert batch.tiles_per_item == [5]
     tower = torch.stack(pipeline.vision.encode(batch))
     assert (tower - gold["vision_tower_out"]).abs().max() <= 1e-5
-    ids, features, embeds = _embeds(pipeline, Request(meta["question"], images=[source]))
+    _ids, features, embeds = _embeds(pipeline, Request(meta["question"], images=[source]))
     assert len(features["image"]) == 5
     assert (torch.stack(features["image"]) - gold["image_features"]).abs().max() <= 1e-5
     assert embeds.shape == gold["inputs_embeds"].shape == (1, 1538, 64)

@@ -15,10 +15,11 @@ register_search_path()
 
 @hydra.main(version_base="1.3", config_path="pkg://vita_framework.conf", config_name="config")
 def app(cfg) -> float | None:
-    from .cli import run_job
-    from .schema import validate_run_config
-    from .errors import VitaError
     import sys
+
+    from .cli import run_job
+    from .errors import VitaError
+    from .schema import validate_run_config
 
     try:
         validate_run_config(cfg)

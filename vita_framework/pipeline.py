@@ -108,9 +108,8 @@ class Pipeline:
     # -- one request ---------------------------------------------------------------------------------
     def prepare(self, request: Request) -> tuple[list[int], dict[str, list[Any]], str, dict[str, int]]:
         """Encode a request's inputs and build its placeholder ids; returns ids, features, prompt, counts."""
-        if request.audios:
-            if self.audio is None:
-                raise ConfigError("audios were given but no audio encoder is configured; add +audio=<encoder>")
+        if request.audios and self.audio is None:
+            raise ConfigError("audios were given but no audio encoder is configured; add +audio=<encoder>")
         if request.videos:
             raise InputError("video input is not supported by this pipeline yet; pass frames as images")
         question = request.prompt if request.prompt is not None else DEFAULT_QUESTION

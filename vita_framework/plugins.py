@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from importlib import metadata
 
 import pluggy
-import torch  # noqa
 
 from . import hookspecs
 from .errors import DuplicateComponentError, PluginLoadError, VitaError
@@ -85,7 +84,7 @@ def load_plugins() -> LoadedPlugins:
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
     problems: list[str] = []
-    blocked = _env_list("VITA_BLOCK_PLUGINS") or set()
+    blocked = set()
     only = _env_list("VITA_LOAD_PLUGINS")
 
     version = _framework_version()
@@ -163,7 +162,7 @@ def get_registry() -> Registry:
 def conf_packages() -> list[tuple[str, str]]:
     """(distribution, package) pairs from the ``vita_framework.conf`` entry-point group."""
     found = []
-    blocked = _env_list("VITA_BLOCK_PLUGINS") or set()
+    blocked = set()
     for ep in metadata.entry_points(group=CONF_ENTRY_POINT_GROUP):
         if ep.name in blocked:
             continue

@@ -55,7 +55,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
         "video": _SYSTEM_BASE + _seeing("video", "image"),
         "lang": _SYSTEM_BASE,
     }),
-    "qwen_plain": ChatTemplate("qwen_plain", {m: "You are a helpful assistant." for m in ("image", "video", "lang")}),
+    "qwen_plain": ChatTemplate("qwen_plain", dict.fromkeys(("image", "video", "lang"), "You are a helpful assistant.")),
 }
 
 

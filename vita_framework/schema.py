@@ -26,13 +26,13 @@ OUTPUT_KEYS = frozenset({"scores"})
 
 def validate_run_config(cfg: Any) -> None:
     """Raise ConfigError for unknown top-level keys or invalid run values."""
-    keys = [k for k in cfg.keys() if k != "hydra"]
+    keys = [k for k in cfg if k != "hydra"]
     for key in keys:
         if key in ALLOWED_KEYS:
             continue
         close = difflib.get_close_matches(str(key), sorted(ALLOWED_KEYS), n=1, cutoff=0.6)
         value = cfg.get(key)
-        if close and close[0] in COMPONENT_GROUPS + ("experiment",):
+        if close and close[0] in (*COMPONENT_GROUPS, "experiment"):
             hint = f" Did you mean '+{close[0]}={value}'?"
         elif close:
             hint = f" Did you mean '{close[0]}={value}'?"
@@ -52,7 +52,7 @@ def validate_run_config(cfg: Any) -> None:
         if value is not None and not isinstance(value, str) and not _is_sequence(value):
             raise ConfigError(f"{key} must be a list of file paths, e.g. {key}=[a.png,b.png]; got {value!r}")
     output = cfg.get("output") or {}
-    for key in output.keys():
+    for key in output:
         if key not in OUTPUT_KEYS:
             raise ConfigError(f"unknown config key 'output.{key}'; valid: {', '.join(sorted(OUTPUT_KEYS))}")
     batch_size = cfg.get("batch_size", 1)

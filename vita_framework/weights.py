@@ -76,7 +76,7 @@ class Bundle:
             return mapping
         single = self.path / SINGLE_FILE
         if single.is_file():
-            return {key: single for key in _safetensors_keys(single)}
+            return dict.fromkeys(_safetensors_keys(single), single)
         shards = sorted(self.path.glob("model*.safetensors"))
         if shards:
             return {key: shard for shard in shards for key in _safetensors_keys(shard)}
@@ -87,7 +87,7 @@ class Bundle:
                     f"checkpoint '{self.path}' only has pickle weights ({pickles[0]}); pickles can run code. "
                     "Convert it to safetensors, or pass allow_pickle=true to load it with weights_only=True"
                 )
-            return {key: self.path / pickles[0] for key in self._pickle_state()}
+            return dict.fromkeys(self._pickle_state(), self.path / pickles[0])
         raise CheckpointError(
             f"checkpoint '{self.path}' has no weights: expected {SINGLE_FILE} or {INDEX_FILE} with its shards"
         )
