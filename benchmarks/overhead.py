@@ -31,7 +31,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import vita_framework
-from vita_framework.build import build  # not vita_framework.build: the submodule shadows it after one call
 from vita_framework.inputs import load_image
 from vita_framework.pipeline import Request
 from vita_framework.prompt import PLACEHOLDER_IDS
@@ -41,7 +40,9 @@ PROMPT = "What is in this picture? Answer in detail."
 BASE = ["+vision=internvit", "+audio=none", "device=cpu", "dtype=float32"]
 CONFIGS = {
     "default": BASE,
-    "mid-512x8": [*BASE, "checkpoint=null", "llm.arch.hidden_size=512", "llm.arch.num_hidden_layers=8", "llm.arch.intermediate_size=1376", "llm.arch.num_attention_heads=8", "llm.arch.num_key_value_heads=4"],
+    "mid-512x8": [*BASE, "checkpoint=null", "llm.arch.hidden_size=512", "llm.arch.num_hidden_layers=8",
+                  "llm.arch.intermediate_size=1376", "llm.arch.num_attention_heads=8",
+                  "llm.arch.num_key_value_heads=4"],
 }
 
 
@@ -77,8 +78,9 @@ def median_times(fns, reps, warmup):
         for fn in fns:
             fn()
     times = [[] for _ in fns]
-    for _ in range(reps):
-        for fn, bucket in zip(fns, times):
+    for rep in range(reps):  # alternate, reversing the order every other rep to cancel order effects
+        order = list(zip(fns, times))
+        for fn, bucket in order if rep % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             fn()
             bucket.append(time.perf_counter() - t0)
@@ -99,7 +101,7 @@ def main() -> None:
     for name, overrides in CONFIGS.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # checkpoint=null warns loudly about random weights
-            p = build(overrides)
+            p = vita_framework.build(overrides)
         for label, images in (("text", []), ("image", [IMAGE])):
             direct = direct_runner(p, images, n)
             out_f = p.generate(PROMPT, images=images, max_new_tokens=n, min_new_tokens=n)

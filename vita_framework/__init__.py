@@ -12,7 +12,7 @@ __all__ = ["build", "compose"]
 
 def build(overrides=(), *, config: Any = None):
     """Compose a config from Hydra ``overrides`` (or take ``config``) and build the pipeline."""
-    from .build import build as _build
+    from .builder import build as _build
 
     return _build(overrides, config=config)
 

@@ -65,7 +65,7 @@ def _peak_memory_mb() -> float:
 
 
 def _run(cfg: Any) -> dict[str, Any]:
-    from .build import build_pipeline
+    from .builder import build_pipeline
     from .plugins import listing
 
     t0 = time.perf_counter()

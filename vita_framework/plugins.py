@@ -84,7 +84,7 @@ def load_plugins() -> LoadedPlugins:
     pm.add_hookspecs(hookspecs)
     infos: dict[str, PluginInfo] = {}
     problems: list[str] = []
-    blocked = set()
+    blocked = _env_list("VITA_BLOCK_PLUGINS") or set()
     only = _env_list("VITA_LOAD_PLUGINS")
 
     version = _framework_version()
@@ -101,6 +101,9 @@ def load_plugins() -> LoadedPlugins:
         dist = ep.dist.name if ep.dist is not None else "unknown distribution"
         dist_version = ep.dist.version if ep.dist is not None else "?"
         if pm.has_plugin(ep.name) or ep.name in infos:
+            first = infos[ep.name].package if ep.name in infos else "another plugin"
+            _problem(problems, f"plugin name '{ep.name}' from distribution '{dist}' is already taken by "
+                               f"'{first}'; it was skipped. Rename its entry point")
             continue
         try:
             module = ep.load()
@@ -162,7 +165,7 @@ def get_registry() -> Registry:
 def conf_packages() -> list[tuple[str, str]]:
     """(distribution, package) pairs from the ``vita_framework.conf`` entry-point group."""
     found = []
-    blocked = set()
+    blocked = _env_list("VITA_BLOCK_PLUGINS") or set()
     for ep in metadata.entry_points(group=CONF_ENTRY_POINT_GROUP):
         if ep.name in blocked:
             continue
