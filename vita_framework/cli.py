@@ -66,11 +66,22 @@ def _peak_memory_mb() -> float:
 
 def _run(cfg: Any) -> dict[str, Any]:
     from .builder import build_pipeline
-    from .plugins import listing
 
+    batch = None
+    if cfg.get("requests"):
+        from .requests_io import read_requests
+
+        batch = read_requests(cfg.requests)  # malformed lines fail here, before any model is built
     t0 = time.perf_counter()
     pipeline = build_pipeline(cfg)
     build_s = time.perf_counter() - t0
+    want_scores = bool((cfg.get("output") or {}).get("scores", False))
+    if batch is not None:
+        result = pipeline.generate_batch(batch, batch_size=int(cfg.get("batch_size", 8)), progress=True,
+                                         output_scores=want_scores)
+        for i, row in enumerate(result.rows):
+            print(f"[{i}] " + (f"error: {row.error}" if row.error else row.text))
+        return _write_outputs(result, build_s)
     prompt, images = default_inputs(cfg)
     streamer = None
     if cfg.get("stream", True):
@@ -82,10 +93,16 @@ def _run(cfg: Any) -> dict[str, Any]:
     result = pipeline.generate(
         prompt, images=images, audios=as_path_list(cfg.get("audios")), videos=as_path_list(cfg.get("videos")),
         video_fps=cfg.get("video_fps"), streamer=streamer,
-        output_scores=bool((cfg.get("output") or {}).get("scores", False)),
+        output_scores=want_scores,
     )
     if streamer is None:
         print(result.text)
+    return _write_outputs(result, build_s)
+
+
+def _write_outputs(result: Any, build_s: float) -> dict[str, Any]:
+    from .plugins import listing
+
     out_dir = _output_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = result.to_dict()
@@ -107,8 +124,14 @@ def _run(cfg: Any) -> dict[str, Any]:
 
 
 def summary(payload: dict[str, Any]) -> str:
-    row = payload["rows"][0]
-    t = payload["timings"]
+    rows, t = payload["rows"], payload["timings"]
+    if len(rows) > 1:
+        done = [r for r in rows if not r.get("error")]
+        out = sum(r["tokens_out"] for r in done)
+        return (f"\n-- {len(rows)} requests ({len(rows) - len(done)} failed); tokens in: "
+                f"{sum(r['tokens_in'].get('total', 0) for r in done)}; tokens out: {out}; "
+                f"{out / max(t['total_s'], 1e-9):.1f} new tokens/s; peak memory: {payload['peak_memory_mb']:.0f} MB")
+    row = rows[0]
     tokens_in = ", ".join(f"{k} {v}" for k, v in row["tokens_in"].items() if k != "total" and v)
     return (f"\n-- tokens in: {row['tokens_in']['total']} ({tokens_in}); tokens out: {row['tokens_out']}; "
             f"time to first token: {t['time_to_first_token_s'] * 1000:.0f} ms; "

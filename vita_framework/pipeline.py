@@ -33,10 +33,14 @@ class RowResult:
     generated_ids: list[int]
     tokens_in: dict[str, int]
     tokens_out: int
+    error: str | None = None  # set when this row's inputs failed; the other rows still ran
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "text": self.text, "generated_ids": self.generated_ids,
-                "tokens_in": self.tokens_in, "tokens_out": self.tokens_out}
+        out = {"prompt": self.prompt, "text": self.text, "generated_ids": self.generated_ids,
+               "tokens_in": self.tokens_in, "tokens_out": self.tokens_out}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
 @dataclass
@@ -106,15 +110,29 @@ class Pipeline:
             return list(self.projector(stacked).unbind(0))
 
     # -- one request ---------------------------------------------------------------------------------
+    def _encode_audios(self, audios: list[Any]) -> list[Any]:
+        if not audios:
+            return []
+        if self.audio is None:
+            raise ConfigError("audios were given but no audio encoder is configured; add +audio=whale")
+        from .audio_io import load_audio
+
+        rate = int(getattr(self.audio, "sample_rate", 16000))
+        limit = getattr(self.audio, "max_seconds", None)
+        waves = [load_audio(a, target_rate=rate, max_seconds=limit) for a in audios]
+        features = self.audio.encode(self.audio.preprocess(waves, rate))
+        return self.fusion.reduce("audio", features, [0] * len(features))
+
     def prepare(self, request: Request) -> tuple[list[int], dict[str, list[Any]], str, dict[str, int]]:
         """Encode a request's inputs and build its placeholder ids; returns ids, features, prompt, counts."""
-        if request.audios and self.audio is None:
-            raise ConfigError("audios were given but no audio encoder is configured; add +audio=<encoder>")
         if request.videos:
             raise InputError("video input is not supported by this pipeline yet; pass frames as images")
-        question = request.prompt if request.prompt is not None else DEFAULT_QUESTION
+        if request.prompt is not None:
+            question = request.prompt
+        else:  # as the reference demo: an audio query has an empty text question
+            question = "" if request.audios else DEFAULT_QUESTION
         tiles, image_features = self._encode_images(list(request.images))
-        audio_features: list[Any] = []
+        audio_features = self._encode_audios(list(request.audios))
         modality = modality_of(bool(tiles), False)
         text = self.template.render(user_text(question, tiles, [], len(audio_features)), modality)
         image_tokens = [int(f.shape[0]) for f in image_features]
@@ -132,12 +150,86 @@ class Pipeline:
         request = Request(prompt, list(images), list(audios), list(videos), video_fps)
         return self.run([request], streamer=streamer, output_scores=output_scores, **generation)
 
+    def generate_batch(self, requests: list[Request | dict[str, Any]], *, batch_size: int = 8,
+                       progress: bool = False, output_scores: bool = False, **generation: Any) -> GenerationResult:
+        """Answer many requests, ``batch_size`` at a time (left-padded; each row stops on its own).
+
+        A row whose inputs fail (missing file, marker mismatch, ...) gets its ``error`` set and no answer;
+        the other rows still run. Rows come back in input order.
+        """
+        from .errors import VitaError
+        from .requests_io import parse_request
+
+        items = [r if isinstance(r, Request) else parse_request(r) for r in requests]
+        rows: list[RowResult | None] = [None] * len(items)
+        timings: dict[str, float] = {}
+        scores = []
+        bar = _progress(len(items), enabled=progress)
+        for start in range(0, len(items), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(items))))
+            ready = []
+            t_start = time.perf_counter()
+            for index in chunk:
+                try:
+                    ready.append((index, self.prepare(items[index])))
+                except VitaError as exc:
+                    rows[index] = RowResult(items[index].prompt or "", "", [], {}, 0, error=str(exc))
+            if ready:
+                result = self._generate_prepared([p for _, p in ready], t_start=t_start, output_scores=output_scores,
+                                                 **generation)
+                for (index, _), row in zip(ready, result.rows):
+                    rows[index] = row
+                for key, value in result.timings.items():
+                    timings[key] = timings.get(key, 0.0) + value
+                if result.scores is not None:
+                    scores.append(result.scores)
+            bar.update(len(chunk))
+        bar.close()
+        return GenerationResult([r for r in rows if r is not None], timings, scores or None)
+
+    def stream(self, prompt: str | Request | None = None, **kwargs: Any):
+        """Yield the answer's text pieces as they are generated, then the final :class:`GenerationResult`."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        request = prompt if isinstance(prompt, Request) else Request(
+            prompt, list(kwargs.pop("images", ())), list(kwargs.pop("audios", ())),
+            list(kwargs.pop("videos", ())), kwargs.pop("video_fps", None))
+        t_start = time.perf_counter()
+        prepared = self.prepare(request)  # input errors surface here, before the thread starts
+        streamer = TextIteratorStreamer(self.llm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["result"] = self._generate_prepared([prepared], t_start=t_start, streamer=streamer, **kwargs)
+            except BaseException as exc:  # re-raised in the caller's thread
+                box["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        yield box["result"]
+
     def run(self, requests: list[Request], *, streamer: Any = None, output_scores: bool = False,
             **generation: Any) -> GenerationResult:
+        t_start = time.perf_counter()
+        return self._generate_prepared([self.prepare(r) for r in requests], t_start=t_start, streamer=streamer,
+                                       output_scores=output_scores, **generation)
+
+    def _generate_prepared(self, prepared: list[tuple], *, t_start: float, streamer: Any = None,
+                           output_scores: bool = False, **generation: Any) -> GenerationResult:
+        """Pad, fuse and generate for already encoded requests; ``t_start`` is when their encoding began."""
         import torch
 
-        t0 = time.perf_counter()
-        prepared = [self.prepare(r) for r in requests]
+        t0 = t_start
         t_encode = time.perf_counter()
         width = max(len(p[0]) for p in prepared)
         pad = self.llm.tokenizer.pad_token_id or 0
@@ -182,6 +274,22 @@ class Pipeline:
         if output_scores and out.scores is not None:
             scores = torch.stack(list(out.scores), dim=1).float().cpu()
         return GenerationResult(rows, timings, scores)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, *, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="requests", unit="req")
 
 
 def _length_until_eos(ids: list[int], eos: set[int], pad: int | None) -> int:
