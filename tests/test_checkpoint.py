@@ -81,7 +81,7 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path):
     state = load_file(str(ckpt / "model.safetensors"))
     (ckpt / "model.safetensors").unlink()
     torch.save(state, ckpt / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="only has pickle weights.*allow_pickle=true"):
+    with pytest.raises(CheckpointError, match=r"only has pickle weights.*allow_pickle=true"):
         vita_framework.build([*VITA15, f"checkpoint={ckpt}"])
     pipe = vita_framework.build([*VITA15, f"checkpoint={ckpt}", "allow_pickle=true"])
     gold = golden_tensors("case1_text")
@@ -92,7 +92,7 @@ def test_pickle_weights_are_refused_unless_allowed(tmp_path):
 def test_missing_vision_directory_and_hub_id_errors(tmp_path, monkeypatch):
     ckpt = _copy_ckpt(tmp_path)
     shutil.rmtree(ckpt / "InternViT-tiny")
-    with pytest.raises(CheckpointError, match="mm_vision_tower.*'InternViT-tiny'.*no directory"):
+    with pytest.raises(CheckpointError, match=r"mm_vision_tower.*'InternViT-tiny'.*no directory"):
         vita_framework.build([*VITA15, f"checkpoint={ckpt}"])
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     config = json.loads((ckpt / "config.json").read_text())
@@ -120,7 +120,7 @@ def test_max_tiles_is_configurable():
     assert pipe.vision.preprocess([wide, source]).tiles_per_item == [3, 1]  # (2,1) + thumbnail; (1,1)
     pipe = build_cached(*VITA15, f"checkpoint={GOLDEN_CKPT}", "vision.max_tiles=12")
     assert pipe.vision.preprocess([wide, source]).tiles_per_item == [3, 5]
-    with pytest.raises(ConfigError, match="vision.min_tiles=3 and vision.max_tiles=2"):
+    with pytest.raises(ConfigError, match=r"vision\.min_tiles=3 and vision\.max_tiles=2"):
         vita_framework.build([*VITA15, f"checkpoint={GOLDEN_CKPT}", "vision.max_tiles=2", "vision.min_tiles=3"])
 
 
