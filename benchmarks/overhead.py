@@ -111,7 +111,9 @@ def main() -> None:
             framework = partial(p.generate, PROMPT, images=images, max_new_tokens=n, min_new_tokens=n)
             t_f, t_d = median_times([framework, direct], args.reps, args.warmup)
             rows.append((f"{name}/{label}", t_f, t_d, t_f / t_d, same))
-    print(f"torch threads={torch.get_num_threads()} reps={args.reps} new_tokens={n}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())  # wall times are only meaningful on an idle machine
+    print(f"torch threads={torch.get_num_threads()} reps={args.reps} new_tokens={n} "
+          f"cpus={os.cpu_count()} load avg={load}")
     print(f"{'case':<18}{'framework s':>13}{'direct s':>11}{'ratio':>8}  same tokens")
     for case, t_f, t_d, ratio, same in rows:
         flag = "" if ratio <= 1.05 else "  > 1.05"

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from vita_framework.devices import torch_dtype
-from vita_framework.errors import CheckpointError, ConfigError
+from vita_framework.errors import CheckpointError, ComponentConfigError, ConfigError
 from vita_framework.generation import merge_generation_options
-from vita_framework.weights import NON_LLM_PREFIXES, default_bundle_path, load_into
+from vita_framework.weights import NON_LLM_PREFIXES, default_bundle_path, load_into, read_json, resolve_local_dir
 
 # config.json keys that describe the LLM (everything else in a VITA config is about the other parts)
 _LLM_KEYS = (
@@ -50,24 +50,24 @@ class CausalLMBackbone:
         self.generation_defaults = generation_defaults
         self.hidden_size = int(model.config.hidden_size)
         self._embed = model.get_input_embeddings()
+        _penalise_generated_tokens_only(model)
 
     @classmethod
-    def from_options(cls, options: Any, context: Any, *, arch_name: str) -> CausalLMBackbone:
-        import transformers
-
+    def from_options(cls, options: Any, context: Any, *, arch_name: str,
+                     random_config: dict[str, Any]) -> CausalLMBackbone:
+        """The LLM tensors of the bundle (all keys outside the encoder prefixes), or random init."""
         bundle = context.checkpoint
         tok_dir = Path(options.tokenizer) if options.tokenizer else (
             bundle.path if bundle is not None else default_bundle_path())
         tokenizer = load_tokenizer(tok_dir)
-        config_cls = getattr(transformers, f"{arch_name}Config")
-        model_cls = getattr(transformers, f"{arch_name}ForCausalLM")
+        config_cls, model_cls = transformers_classes(arch_name)
         if bundle is not None:
             raw = {k: v for k, v in bundle.config.items() if k in _LLM_KEYS}
             if "rope_scaling" in raw and raw["rope_scaling"] is None:
                 raw.pop("rope_scaling")
             ckpt_vocab = raw.get("vocab_size")
         else:
-            raw = {k: v for k, v in vars(options.arch).items() if v is not None}
+            raw = {k: v for k, v in random_config.items() if v is not None}
             ckpt_vocab = None
         vocab = len(tokenizer)
         if ckpt_vocab is not None and ckpt_vocab < vocab:
@@ -104,6 +104,34 @@ class CausalLMBackbone:
         model.eval()
         defaults = dict(bundle.generation_config) if bundle is not None else {}
         return cls(model, tokenizer, defaults)
+
+    @classmethod
+    def from_pretrained_dir(cls, options: Any, context: Any) -> CausalLMBackbone:
+        """A standard transformers checkpoint directory (config.json + safetensors), never remote code."""
+        from transformers import AutoModelForCausalLM
+
+        base = context.checkpoint.path if context.checkpoint is not None else Path.cwd()
+        model_dir = resolve_local_dir(options.model, base=base, what="llm.model")
+        tokenizer = load_tokenizer(Path(options.tokenizer) if options.tokenizer else model_dir)
+        dtype = torch_dtype(context.dtype)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(model_dir), dtype=dtype, attn_implementation=options.attn_implementation,
+                device_map=options.device_map, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"llm.model '{model_dir}' cannot be loaded as a causal LM: {exc}") from None
+        if options.arch and not type(model).__name__.startswith(options.arch):
+            raise ComponentConfigError(
+                f"llm.arch={options.arch} but '{model_dir}' holds a {type(model).__name__}; "
+                "drop llm.arch or point llm.model at a matching checkpoint")
+        vocab = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > vocab:
+            raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but '{model_dir}' embeds only {vocab}")
+        if not options.device_map:
+            model.to(context.device)
+        gen_file = model_dir / "generation_config.json"
+        defaults = read_json(gen_file) if gen_file.is_file() else {}
+        return cls(model.eval(), tokenizer, defaults)
 
     # -- interface -----------------------------------------------------------------------------------
     @property
@@ -143,6 +171,41 @@ class CausalLMBackbone:
                 inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
                 generation_config=generation_config, streamer=streamer, **kwargs,
             )
+
+
+def _penalise_generated_tokens_only(model: Any) -> None:
+    """Make the repetition penalty see every generated token of every row of a left-padded batch.
+
+    transformers 5.x tells RepetitionPenaltyLogitsProcessor to ignore the first ``<leading pads>`` ids of
+    each row, assuming ``input_ids`` holds the prompt. Generating from ``inputs_embeds``, ``input_ids`` holds
+    only new tokens, so a padded row's penalty silently switched off (golden case 5 row 1 scores were 0.11
+    off). Our ids never contain a prompt, so nothing must be ignored; the processor order stays intact.
+    """
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    build = model._get_logits_processor
+
+    def get_logits_processor(*args: Any, **kwargs: Any) -> Any:
+        processors = build(*args, **kwargs)
+        for processor in processors:
+            if isinstance(processor, RepetitionPenaltyLogitsProcessor):
+                processor.prompt_ignore_length = None
+        return processors
+
+    model._get_logits_processor = get_logits_processor
+
+
+def transformers_classes(arch: str | None) -> tuple[Any, Any]:
+    """``Llama`` -> (LlamaConfig, LlamaForCausalLM), with an error listing a few valid names."""
+    import transformers
+
+    config_cls = getattr(transformers, f"{arch}Config", None) if arch else None
+    model_cls = getattr(transformers, f"{arch}ForCausalLM", None) if arch else None
+    if config_cls is None or model_cls is None:
+        raise ComponentConfigError(
+            f"llm.arch={arch!r} is not a transformers causal LM; use the class prefix, e.g. Llama, Mistral, "
+            "Gemma2, Phi3, Qwen2 (transformers' <arch>ForCausalLM)")
+    return config_cls, model_cls
 
 
 def _rebuild_meta_buffers(model: Any) -> None:

@@ -32,7 +32,7 @@ class Qwen2Options:
 def build_qwen2(options: Qwen2Options, context: Any) -> Any:
     from vita_plugins._causal_lm import CausalLMBackbone
 
-    return CausalLMBackbone.from_options(options, context, arch_name="Qwen2")
+    return CausalLMBackbone.from_options(options, context, arch_name="Qwen2", random_config=vars(options.arch))
 
 
 @hookimpl

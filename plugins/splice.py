@@ -23,6 +23,10 @@ class SpliceFusion:
     def reduce(self, modality: str, features: list[Any], groups: list[int]) -> list[Any]:
         return features
 
+    def reduced_tokens(self, tokens: list[int], groups: list[int]) -> list[int]:
+        """Rows each item keeps after ``reduce`` (sizes the prompt before anything is encoded)."""
+        return list(tokens)
+
     def fuse(self, input_ids, attention_mask, embed, features, placeholder_ids):
         import torch
 

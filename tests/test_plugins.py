@@ -19,6 +19,7 @@ import pytest
 from vita_framework import hookspecs
 from vita_framework.errors import ComponentConfigError, UnknownComponentError
 from vita_framework.plugins import DEFAULT_PLUGINS, load_plugins
+from vita_framework.registry import Registry
 
 HEADER = "from dataclasses import dataclass\nfrom vita_framework.hookspecs import hookimpl\n"
 
@@ -254,8 +255,11 @@ def test_unknown_component_lists_available_names_and_suggests(registry):
     assert "Did you mean 'mlp2x_gelu'?" in message
     for available in ("linear", "mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu"):
         assert f"'{available}' (vita-framework)" in message
+    with pytest.raises(UnknownComponentError, match=r"unknown audio component 'wisper'.*Did you mean 'whisper'"):
+        registry.get("audio", "wisper")
+    empty = Registry()
     with pytest.raises(UnknownComponentError, match="Available: none"):
-        registry.get("audio", "whisper")
+        empty.get("audio", "whale")
 
 
 def test_unknown_option_names_full_key_suggestion_and_valid_keys(registry):

@@ -57,9 +57,14 @@ def build_pipeline(cfg: Any) -> Any:
     if cfg.get("audio") is not None:
         audio = context.components["audio"] = registry.build("audio", cfg.audio, context)
     fusion = context.components["fusion"] = registry.build("fusion", cfg.fusion, context)
+    limits = [getattr(getattr(getattr(llm, "model", None), "config", None), "max_position_embeddings", None)]
+    if bundle is not None:
+        limits.append(bundle.config.get("tokenizer_model_max_length"))
+    limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
+    video = OmegaConf.to_container(cfg.video, resolve=True) if cfg.get("video") else {}
     return Pipeline(llm=llm, fusion=fusion, vision=vision, projector=projector, audio=audio,
                     template=str(cfg.get("template", "qwen2p5_instruct")), generation=generation,
-                    seed=cfg.get("seed"), config=cfg)
+                    seed=cfg.get("seed"), config=cfg, max_length=min(limits) if limits else None, video=video)
 
 
 def build(overrides: Sequence[str] = (), *, config: Any = None) -> Any:

@@ -12,7 +12,15 @@ from typing import Any
 
 from .errors import ConfigError, InputError
 from .inputs import load_image
-from .prompt import PLACEHOLDER_IDS, get_template, modality_of, tokenize_with_placeholders, user_text
+from .prompt import (
+    AUDIO_MARKER,
+    IMAGE_MARKER,
+    PLACEHOLDER_IDS,
+    get_template,
+    modality_of,
+    tokenize_with_placeholders,
+    user_text,
+)
 
 DEFAULT_QUESTION = "Describe this image."
 
@@ -84,35 +92,61 @@ class Pipeline:
 
     def __init__(self, *, llm: Any, fusion: Any, vision: Any = None, projector: Any = None, audio: Any = None,
                  template: str = "qwen2p5_instruct", generation: dict[str, Any] | None = None,
-                 seed: int | None = 0, config: Any = None) -> None:
+                 seed: int | None = 0, config: Any = None, max_length: int | None = None,
+                 video: dict[str, Any] | None = None) -> None:
         self.llm, self.fusion, self.vision, self.projector, self.audio = llm, fusion, vision, projector, audio
         self.template = get_template(template)
         self.generation_options = dict(generation or {})
         self.seed = seed
         self.config = config
+        self.max_length = max_length  # longest spliced sequence allowed (context / tokenizer_model_max_length)
+        self.video_options = dict(video or {})
 
     # -- encoding ------------------------------------------------------------------------------------
-    def _encode_images(self, images: list[Any]) -> tuple[list[int], list[Any]]:
-        if not images:
-            return [], []
-        if self.vision is None:
-            raise ConfigError("images were given but no vision encoder is configured; add +vision=internvit")
-        batch = self.vision.preprocess([load_image(i) for i in images])
-        features = self._project(self.vision.encode(batch))
-        features = self.fusion.reduce("image", features, [0] * len(features))
-        return list(batch.tiles_per_item), features
-
     def _project(self, features: list[Any]) -> list[Any]:
         import torch
 
-        stacked = torch.stack(features)
-        with torch.inference_mode():
-            return list(self.projector(stacked).unbind(0))
-
-    # -- one request ---------------------------------------------------------------------------------
-    def _encode_audios(self, audios: list[Any]) -> list[Any]:
-        if not audios:
+        if not features:
             return []
+        with torch.inference_mode():
+            return list(self.projector(torch.stack(features)).unbind(0))
+
+    def _vision_inputs(self, request: Request) -> tuple[Any, list[int], list[int]]:
+        """Preprocess images (tiles) and videos (sampled frames) into one batch; nothing is encoded yet.
+
+        Returns the batch (or None), the group id of every tile/frame (0: still image, k: frame of video k)
+        and the tile count of each image.
+        """
+        if not request.images and not request.videos:
+            return None, [], []
+        if self.vision is None:
+            what = "images" if request.images else "videos"
+            raise ConfigError(f"{what} were given but no vision encoder is configured; add +vision=internvit")
+        batches, groups, tiles = [], [], []
+        if request.images:
+            batch = self.vision.preprocess([load_image(i) for i in request.images])
+            batches.append(batch)
+            tiles = list(batch.tiles_per_item)
+            groups += [0] * sum(tiles)
+        if request.videos:
+            from .video_io import load_video
+
+            for k, video in enumerate(request.videos, start=1):
+                clip = load_video(video, fps=request.video_fps, **self.video_options)
+                batches.append(self.vision.preprocess_frames(clip.frames))
+                groups += [k] * len(clip.frames)
+        if len(batches) == 1:
+            return batches[0], groups, tiles
+        import torch
+
+        first = batches[0]
+        merged = type(first)(torch.cat([b.pixel_values for b in batches]),
+                             [n for b in batches for n in b.tiles_per_item])
+        return merged, groups, tiles
+
+    def _audio_inputs(self, audios: list[Any]) -> Any:
+        if not audios:
+            return None
         if self.audio is None:
             raise ConfigError("audios were given but no audio encoder is configured; add +audio=whale")
         from .audio_io import load_audio
@@ -120,27 +154,71 @@ class Pipeline:
         rate = int(getattr(self.audio, "sample_rate", 16000))
         limit = getattr(self.audio, "max_seconds", None)
         waves = [load_audio(a, target_rate=rate, max_seconds=limit) for a in audios]
-        features = self.audio.encode(self.audio.preprocess(waves, rate))
-        return self.fusion.reduce("audio", features, [0] * len(features))
+        return self.audio.preprocess(waves, rate)
 
+    def _check_budget(self, text: str, vision_tokens: list[int], audio_tokens: list[int] | None,
+                      groups: list[int]) -> None:
+        """Refuse, before encoding, a request whose spliced length exceeds the context (the reference
+        silently truncates at tokenizer_model_max_length, which can cut through an image)."""
+        if self.max_length is None:
+            return
+        n_text = len(tokenize_with_placeholders(self.llm.tokenizer, text, [0] * text.count(IMAGE_MARKER),
+                                                [0] * text.count(AUDIO_MARKER)))
+        n_video = sum(t for t, g in zip(vision_tokens, groups) if g > 0)
+        n_image = sum(vision_tokens) - n_video
+        n_audio = sum(audio_tokens or [])
+        total = n_text + n_image + n_video + n_audio
+        if total > self.max_length:
+            hints = []
+            if n_video:
+                hints.append("fewer video frames (video.max_frames=...) or fusion=slow_fast")
+            if n_image:
+                hints.append("fewer tiles (vision.max_tiles=...)")
+            if n_audio:
+                hints.append("shorter audio")
+            raise InputError(
+                f"the request needs {total} positions (text {n_text}, image {n_image}, video {n_video}, audio "
+                f"{n_audio}) but the model allows {self.max_length}; use {' or '.join(hints) or 'a shorter prompt'}"
+            )
+
+    # -- one request ---------------------------------------------------------------------------------
     def prepare(self, request: Request) -> tuple[list[int], dict[str, list[Any]], str, dict[str, int]]:
         """Encode a request's inputs and build its placeholder ids; returns ids, features, prompt, counts."""
-        if request.videos:
-            raise InputError("video input is not supported by this pipeline yet; pass frames as images")
         if request.prompt is not None:
             question = request.prompt
         else:  # as the reference demo: an audio query has an empty text question
             question = "" if request.audios else DEFAULT_QUESTION
-        tiles, image_features = self._encode_images(list(request.images))
-        audio_features = self._encode_audios(list(request.audios))
-        modality = modality_of(bool(tiles), False)
-        text = self.template.render(user_text(question, tiles, [], len(audio_features)), modality)
+        vision_batch, groups, tiles = self._vision_inputs(request)
+        audio_batch = self._audio_inputs(list(request.audios))
+        frames = [groups.count(k) for k in range(1, len(request.videos) + 1)]
+        modality = modality_of(bool(tiles), bool(frames))
+        n_audio = len(request.audios)
+        text = self.template.render(user_text(question, tiles, frames, n_audio), modality, self.llm.tokenizer)
+        if vision_batch is not None:
+            per_item = [int(self.vision.tokens_per_tile)] * len(groups) if hasattr(self.vision, "tokens_per_tile") \
+                else None
+            reducer = getattr(self.fusion, "reduced_tokens", None)
+            if per_item is not None and reducer is not None:
+                expected = getattr(self.audio, "output_tokens", None)
+                audio_expected = expected(audio_batch) if expected and audio_batch is not None else None
+                self._check_budget(text, reducer(per_item, groups), audio_expected or [], groups)
+        image_features: list[Any] = []
+        if vision_batch is not None:
+            encoded = self._project(self.vision.encode(vision_batch))
+            image_features = self.fusion.reduce("image", encoded, groups)
+        audio_features: list[Any] = []
+        if audio_batch is not None:
+            encoded_audio = self.audio.encode(audio_batch)
+            audio_features = self.fusion.reduce("audio", encoded_audio, [0] * len(encoded_audio))
         image_tokens = [int(f.shape[0]) for f in image_features]
         audio_tokens = [int(f.shape[0]) for f in audio_features]
         ids = tokenize_with_placeholders(self.llm.tokenizer, text, image_tokens, audio_tokens)
-        counts = {"image": sum(image_tokens), "audio": sum(audio_tokens), "video": 0}
-        counts["text"] = len(ids) - counts["image"] - counts["audio"]
+        n_video = sum(t for t, g in zip(image_tokens, groups) if g > 0)
+        counts = {"image": sum(image_tokens) - n_video, "video": n_video, "audio": sum(audio_tokens)}
+        counts["text"] = len(ids) - sum(image_tokens) - counts["audio"]
         counts["total"] = len(ids)
+        if self.max_length is not None and len(ids) > self.max_length:
+            self._check_budget(text, image_tokens, audio_tokens, groups)
         return ids, {"image": image_features, "audio": audio_features}, question, counts
 
     def generate(self, prompt: str | None = None, *, images: list[Any] = (), audios: list[Any] = (),

@@ -30,9 +30,13 @@ CONF_ENTRY_POINT_GROUP = "vita_framework.conf"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "vita_plugins.internvit",
+    "vita_plugins.whale",
     "vita_plugins.projectors",
     "vita_plugins.splice",
+    "vita_plugins.slow_fast",
     "vita_plugins.qwen2",
+    "vita_plugins.hf_causal_lm",
+    "vita_plugins.whisper",
 )
 
 

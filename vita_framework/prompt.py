@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import InputError
 
@@ -43,23 +44,40 @@ class ChatTemplate:
     name: str
     system_by_modality: dict[str, str]
 
-    def render(self, user_text: str, modality: str) -> str:
+    def render(self, user_text: str, modality: str, tokenizer: Any = None) -> str:
         system = self.system_by_modality[modality]
         return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user_text}<|im_end|>\n"
                 "<|im_start|>assistant\n")
 
 
-TEMPLATES: dict[str, ChatTemplate] = {
+@dataclass(frozen=True)
+class TokenizerChatTemplate:
+    """The tokenizer's own chat template (``apply_chat_template``); markers stay plain text in the content."""
+
+    name: str = "tokenizer"
+
+    def render(self, user_text: str, modality: str, tokenizer: Any = None) -> str:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            from .errors import ConfigError
+
+            raise ConfigError("template=tokenizer needs a tokenizer with a chat_template; "
+                              "use template=qwen2p5_instruct or a tokenizer that ships one")
+        return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
+                                             add_generation_prompt=True)
+
+
+TEMPLATES: dict[str, ChatTemplate | TokenizerChatTemplate] = {
     "qwen2p5_instruct": ChatTemplate("qwen2p5_instruct", {
         "image": _SYSTEM_BASE + _seeing("image", "video"),
         "video": _SYSTEM_BASE + _seeing("video", "image"),
         "lang": _SYSTEM_BASE,
     }),
     "qwen_plain": ChatTemplate("qwen_plain", dict.fromkeys(("image", "video", "lang"), "You are a helpful assistant.")),
+    "tokenizer": TokenizerChatTemplate(),
 }
 
 
-def get_template(name: str) -> ChatTemplate:
+def get_template(name: str) -> ChatTemplate | TokenizerChatTemplate:
     try:
         return TEMPLATES[name]
     except KeyError:
