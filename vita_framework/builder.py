@@ -25,8 +25,39 @@ def open_checkpoint(value: Any, *, allow_pickle: bool = False) -> Bundle | None:
     return Bundle(path, allow_pickle=allow_pickle)
 
 
-def build_pipeline(cfg: Any) -> Any:
+class ComponentCache:
+    """Built components keyed by their full config, reused across the jobs of a sweep in one process.
+
+    The key holds the component's node, the checkpoint, dtype, device and the keys of the components it was
+    derived from (a projector depends on the vision encoder's and the LLM's widths). Bounded, so a sweep over
+    many large LLMs does not keep them all alive.
+    """
+
+    def __init__(self, max_items: int = 8) -> None:
+        self.max_items = max_items
+        self._items: dict[str, Any] = {}
+
+    def get_or_build(self, key: str, build: Any) -> tuple[Any, bool]:
+        if key in self._items:
+            self._items[key] = self._items.pop(key)  # most recently used last
+            return self._items[key], True
+        value = build()
+        self._items[key] = value
+        while len(self._items) > self.max_items:
+            self._items.pop(next(iter(self._items)))
+        return value, False
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+#: the CLI's cache (API users build fresh components unless they pass a cache)
+COMPONENT_CACHE = ComponentCache()
+
+
+def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     """Build every configured component (LLM first, so widths are derived from built parts)."""
+    import json
     import warnings
 
     import torch
@@ -49,14 +80,30 @@ def build_pipeline(cfg: Any) -> Any:
                            init="checkpoint" if bundle else "random")
     if cfg.get("seed") is not None:
         torch.manual_seed(int(cfg.seed))
-    llm = context.components["llm"] = registry.build("llm", cfg.llm, context)
+    keys: dict[str, str] = {}
+    reused: list[str] = []
+
+    def make(kind: str, depends: tuple[str, ...] = ()) -> Any:
+        node = OmegaConf.to_container(cfg[kind], resolve=True)
+        if cache is None:
+            component = registry.build(kind, node, context)
+        else:
+            keys[kind] = json.dumps([kind, node, str(bundle.path) if bundle else None, dtype, device,
+                                     [keys[d] for d in depends if d in keys]], sort_keys=True, default=str)
+            component, hit = cache.get_or_build(keys[kind], lambda: registry.build(kind, node, context))
+            if hit:
+                reused.append(kind)
+        context.components[kind] = component
+        return component
+
+    llm = make("llm")
     vision = projector = audio = None
     if cfg.get("vision") is not None:
-        vision = context.components["vision"] = registry.build("vision", cfg.vision, context)
-        projector = context.components["projector"] = registry.build("projector", cfg.projector, context)
+        vision = make("vision")
+        projector = make("projector", ("vision", "llm"))
     if cfg.get("audio") is not None:
-        audio = context.components["audio"] = registry.build("audio", cfg.audio, context)
-    fusion = context.components["fusion"] = registry.build("fusion", cfg.fusion, context)
+        audio = make("audio", ("llm",))
+    fusion = make("fusion")
     limits = [getattr(getattr(getattr(llm, "model", None), "config", None), "max_position_embeddings", None)]
     if bundle is not None:
         limits.append(bundle.config.get("tokenizer_model_max_length"))
@@ -64,7 +111,8 @@ def build_pipeline(cfg: Any) -> Any:
     video = OmegaConf.to_container(cfg.video, resolve=True) if cfg.get("video") else {}
     return Pipeline(llm=llm, fusion=fusion, vision=vision, projector=projector, audio=audio,
                     template=str(cfg.get("template", "qwen2p5_instruct")), generation=generation,
-                    seed=cfg.get("seed"), config=cfg, max_length=min(limits) if limits else None, video=video)
+                    seed=cfg.get("seed"), config=cfg, max_length=min(limits) if limits else None, video=video,
+                    reused_components=reused)
 
 
 def build(overrides: Sequence[str] = (), *, config: Any = None) -> Any:

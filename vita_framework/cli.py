@@ -7,6 +7,7 @@ import os
 import resource
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,45 @@ from .schema import as_path_list
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "sample.png"
 
 
-def run_job(cfg: Any) -> dict[str, Any]:
-    """Run one configured request; framework errors print ``error: ...`` and exit with status 2."""
+def run_job(cfg: Any) -> float | None:
+    """Run one job; returns the eval score (for Hydra sweepers) or None.
+
+    A single run prints framework errors as ``error: ...`` and exits with status 2. In a multirun a failed
+    job is recorded as failed in its result.json and the sweep goes on (Hydra would otherwise stop).
+    """
+    multirun = _is_multirun()
     try:
-        return _run(cfg)
+        payload = _run(cfg)
+        return (payload.get("eval") or {}).get("score")
     except VitaError as exc:
         if os.environ.get("VITA_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        if not multirun:
+            sys.exit(2)
+        _write_failure(exc)
+    except Exception as exc:
+        if not multirun:
+            raise
+        traceback.print_exc()
+        _write_failure(exc)
+    return float("nan")
+
+
+def _is_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _write_failure(exc: BaseException) -> None:
+    payload = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "rows": [], "timings": {}}
+    payload.update(_hydra_meta())
+    _write_json(_output_dir(), payload)
 
 
 def _output_dir() -> Path:
@@ -43,9 +74,9 @@ def _hydra_meta() -> dict[str, Any]:
 
         hc = HydraConfig.get()
         return {"choices": OmegaConf.to_container(hc.runtime.choices),
-                "overrides": list(hc.overrides.task)}
+                "overrides": list(hc.overrides.task), "job_num": hc.job.get("num")}
     except ValueError:
-        return {"choices": {}, "overrides": []}
+        return {"choices": {}, "overrides": [], "job_num": None}
 
 
 def default_inputs(cfg: Any) -> tuple[str | None, list[str]]:
@@ -65,23 +96,40 @@ def _peak_memory_mb() -> float:
 
 
 def _run(cfg: Any) -> dict[str, Any]:
-    from .builder import build_pipeline
+    from .builder import COMPONENT_CACHE, build_pipeline
 
-    batch = None
+    batch = dataset = None
     if cfg.get("requests"):
         from .requests_io import read_requests
 
         batch = read_requests(cfg.requests)  # malformed lines fail here, before any model is built
+    eval_cfg = cfg.get("eval") or {}
+    if eval_cfg.get("dataset"):
+        from .evaluation import read_dataset
+
+        dataset = read_dataset(eval_cfg.dataset, eval_cfg.get("max_items"))
     t0 = time.perf_counter()
-    pipeline = build_pipeline(cfg)
+    pipeline = build_pipeline(cfg, cache=COMPONENT_CACHE)
     build_s = time.perf_counter() - t0
     want_scores = bool((cfg.get("output") or {}).get("scores", False))
+    if dataset is not None:
+        from .evaluation import score
+
+        requests, answers = dataset
+        result = pipeline.generate_batch(requests, batch_size=int(cfg.get("batch_size", 8)), output_scores=False)
+        scores = score([None if r.error else r.text for r in result.rows], answers)
+        metric = str(eval_cfg.get("metric", "exact"))
+        scores.update(metric=metric, score=scores[metric], dataset=str(eval_cfg.dataset))
+        for row, answer in zip(result.rows, answers):
+            row.expected = answer
+        print(f"eval: exact {scores['exact']:.3f}, contains {scores['contains']:.3f} over {scores['n']} items")
+        return _write_outputs(result, build_s, pipeline, extra={"eval": scores})
     if batch is not None:
         result = pipeline.generate_batch(batch, batch_size=int(cfg.get("batch_size", 8)), progress=True,
                                          output_scores=want_scores)
         for i, row in enumerate(result.rows):
             print(f"[{i}] " + (f"error: {row.error}" if row.error else row.text))
-        return _write_outputs(result, build_s)
+        return _write_outputs(result, build_s, pipeline)
     prompt, images = default_inputs(cfg)
     streamer = None
     if cfg.get("stream", True):
@@ -97,16 +145,17 @@ def _run(cfg: Any) -> dict[str, Any]:
     )
     if streamer is None:
         print(result.text)
-    return _write_outputs(result, build_s)
+    return _write_outputs(result, build_s, pipeline)
 
 
-def _write_outputs(result: Any, build_s: float) -> dict[str, Any]:
+def _write_outputs(result: Any, build_s: float, pipeline: Any, extra: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     from .plugins import listing
 
     out_dir = _output_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    payload = result.to_dict()
+    payload = {"status": "ok", **result.to_dict(), **(extra or {})}
     payload["timings"]["build_s"] = build_s
+    payload["components_reused"] = list(getattr(pipeline, "reused_components", []))
     payload["peak_memory_mb"] = _peak_memory_mb()
     payload.update(_hydra_meta())
     payload["plugins"] = {row["plugin"]: {"package": row["package"], "version": row["version"]}
@@ -114,13 +163,27 @@ def _write_outputs(result: Any, build_s: float) -> dict[str, Any]:
     if result.scores is not None:
         from safetensors.torch import save_file
 
-        save_file({"scores": result.scores.contiguous()}, str(out_dir / "scores.safetensors"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        scores = result.scores
+        if isinstance(scores, list):  # batch mode: one tensor per chunk; pad steps to the longest chunk
+            import torch
+
+            steps = max(s.shape[1] for s in scores)
+            scores = torch.cat([torch.nn.functional.pad(s, (0, 0, 0, steps - s.shape[1]), value=float("nan"))
+                                for s in scores])
+        save_file({"scores": scores.contiguous()}, str(out_dir / "scores.safetensors"))
         payload["scores_file"] = "scores.safetensors"
+    _write_json(out_dir, payload)
+    print(summary(payload), file=sys.stderr)
+    return payload
+
+
+def _write_json(out_dir: Path, payload: dict[str, Any]) -> None:
+    """result.json appears complete or not at all (a sweep collector may read it at any time)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(payload, indent=2))
     tmp.replace(out_dir / "result.json")
-    print(summary(payload), file=sys.stderr)
-    return payload
 
 
 def summary(payload: dict[str, Any]) -> str:

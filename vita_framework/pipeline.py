@@ -42,12 +42,15 @@ class RowResult:
     tokens_in: dict[str, int]
     tokens_out: int
     error: str | None = None  # set when this row's inputs failed; the other rows still ran
+    expected: str | None = None  # the reference answer, when scored against an eval dataset
 
     def to_dict(self) -> dict[str, Any]:
         out = {"prompt": self.prompt, "text": self.text, "generated_ids": self.generated_ids,
                "tokens_in": self.tokens_in, "tokens_out": self.tokens_out}
         if self.error is not None:
             out["error"] = self.error
+        if self.expected is not None:
+            out["expected"] = self.expected
         return out
 
 
@@ -93,7 +96,7 @@ class Pipeline:
     def __init__(self, *, llm: Any, fusion: Any, vision: Any = None, projector: Any = None, audio: Any = None,
                  template: str = "qwen2p5_instruct", generation: dict[str, Any] | None = None,
                  seed: int | None = 0, config: Any = None, max_length: int | None = None,
-                 video: dict[str, Any] | None = None) -> None:
+                 video: dict[str, Any] | None = None, reused_components: list[str] | None = None) -> None:
         self.llm, self.fusion, self.vision, self.projector, self.audio = llm, fusion, vision, projector, audio
         self.template = get_template(template)
         self.generation_options = dict(generation or {})
@@ -101,6 +104,7 @@ class Pipeline:
         self.config = config
         self.max_length = max_length  # longest spliced sequence allowed (context / tokenizer_model_max_length)
         self.video_options = dict(video or {})
+        self.reused_components = list(reused_components or [])  # taken from a sweep's component cache
 
     # -- encoding ------------------------------------------------------------------------------------
     def _project(self, features: list[Any]) -> list[Any]:

@@ -16,12 +16,13 @@ from .errors import ConfigError
 COMPONENT_GROUPS = ("vision", "audio", "projector", "fusion", "llm")
 RUN_KEYS = (
     "checkpoint", "template", "prompt", "images", "audios", "videos", "video_fps", "requests", "batch_size",
-    "dtype", "device", "seed", "stream", "output", "generation", "experiment", "allow_pickle", "video",
+    "dtype", "device", "seed", "stream", "output", "generation", "experiment", "allow_pickle", "video", "eval",
 )
 ALLOWED_KEYS = frozenset(COMPONENT_GROUPS + RUN_KEYS)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 OUTPUT_KEYS = frozenset({"scores"})
+EVAL_KEYS = frozenset({"dataset", "metric", "max_items"})
 VIDEO_KEYS = frozenset({"frames_per_second", "max_frames", "min_frames"})
 
 
@@ -62,6 +63,12 @@ def validate_run_config(cfg: Any) -> None:
             raise ConfigError(f"unknown config key 'video.{key}'; valid: {', '.join(sorted(VIDEO_KEYS))}")
     if video and not (1 <= int(video.get("min_frames", 1)) <= int(video.get("max_frames", 1))):
         raise ConfigError("video.min_frames and video.max_frames must satisfy 1 <= min_frames <= max_frames")
+    eval_cfg = cfg.get("eval") or {}
+    for key in eval_cfg:
+        if key not in EVAL_KEYS:
+            raise ConfigError(f"unknown config key 'eval.{key}'; valid: {', '.join(sorted(EVAL_KEYS))}")
+    if eval_cfg.get("metric", "exact") not in ("exact", "contains"):
+        raise ConfigError(f"eval.metric={eval_cfg.get('metric')} is not supported; use exact or contains")
     batch_size = cfg.get("batch_size", 1)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
