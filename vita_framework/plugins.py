@@ -37,6 +37,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vita_plugins.qwen2",
     "vita_plugins.hf_causal_lm",
     "vita_plugins.whisper",
+    "vita_plugins.timm_vision",
+    "vita_plugins.siglip",
 )
 
 
