@@ -201,6 +201,9 @@ class Pipeline:
         if vision_batch is not None:
             per_item = [int(self.vision.tokens_per_tile)] * len(groups) if hasattr(self.vision, "tokens_per_tile") \
                 else None
+            resample = getattr(self.projector, "output_tokens", None)  # a token-compressing projector
+            if per_item is not None and resample is not None:
+                per_item = [int(resample(n)) for n in per_item]
             reducer = getattr(self.fusion, "reduced_tokens", None)
             if per_item is not None and reducer is not None:
                 expected = getattr(self.audio, "output_tokens", None)

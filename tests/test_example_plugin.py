@@ -1,0 +1,257 @@
+"""The example plugin package (examples/vita-example-plugins), installed for real and used through the CLI.
+
+pip builds and installs the package into a tmp dir (``--target``, offline, no dependencies), which the
+subprocesses get on PYTHONPATH: the shared venv is never touched, yet importlib.metadata, pluggy and Hydra
+find the package exactly as they would after ``pip install``. Without that PYTHONPATH its options do not
+exist, which proves they come from the package and not from the framework.
+
+Every CLI run spends most of its ~10 s importing torch, so the runs start together in a module fixture and
+each test waits only for its own; the file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGE_SRC = ROOT / "examples" / "vita-example-plugins"
+DIST, VERSION, ENTRY_POINT = "vita-example-plugins", "0.1.0", "vita_example"
+BASE = ("+vision=internvit", "+audio=none", "generation.max_new_tokens=4", "device=cpu")
+TIMEOUT_S = 300
+
+#: name -> (overrides after BASE, whether the package is on PYTHONPATH)
+CLI_CASES: dict[str, tuple[tuple[str, ...], bool]] = {
+    "perceiver": (("projector=perceiver_resampler",), True),
+    "perceiver16": (("projector=perceiver_resampler", "projector.num_latents=16"), True),
+    "mean_pool": (("fusion=mean_pool_splice",), True),
+    "not_installed": (("projector=perceiver_resampler",), False),
+    "typo": (("projector=perceiver_resampler", "projector.num_latentz=3"), True),
+}
+
+
+def clean_env(site: Path | None) -> dict[str, str]:
+    """The caller's environment minus VITA_* switches and PYTHONPATH, plus the package's site if given.
+
+    One torch thread per process: the runs share the machine's cores, and oversubscribed threads are slower.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITA_") and k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    return env
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the package with pip into ``<tmp>/site``, offline; returns that directory.
+
+    pip builds a local directory in place (``build/``, ``*.egg-info``), so it builds a copy: the source tree
+    stays clean and concurrent test runs do not share a build directory.
+    """
+    base = tmp_path_factory.mktemp("example_plugin")
+    src = base / "src"
+    shutil.copytree(PACKAGE_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = base / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(src)],
+        env=clean_env(None), capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return target
+
+
+@dataclass
+class CliRun:
+    """One ``python -m vita_framework`` process started in the background; ``wait`` collects it."""
+
+    process: subprocess.Popen
+    out: Path
+    err: Path
+    run_dir: Path
+
+    def wait(self) -> subprocess.CompletedProcess:
+        try:
+            self.process.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode,
+                                           self.out.read_text(), self.err.read_text())
+
+    def succeeded(self) -> dict[str, Any]:
+        """Wait, require exit status 0, and return the run's result.json."""
+        done = self.wait()
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads((self.run_dir / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cli_runs(site: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Start every case of CLI_CASES at once (files, not pipes, hold the output: no pipe can fill up)."""
+    base = tmp_path_factory.mktemp("example_runs")
+    runs: dict[str, CliRun] = {}
+    for name, (overrides, installed) in CLI_CASES.items():
+        run_dir = base / name
+        out, err = base / f"{name}.out", base / f"{name}.err"
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "vita_framework", *BASE, *overrides, f"hydra.run.dir={run_dir}"],
+                cwd=base, env=clean_env(site if installed else None), stdout=stdout, stderr=stderr, text=True,
+            )
+        runs[name] = CliRun(process, out, err, run_dir)
+    yield runs
+    for run in runs.values():
+        if run.process.poll() is None:
+            run.process.kill()
+            run.process.wait()
+
+
+# -- the installed distribution -----------------------------------------------------------------------
+def test_pip_installs_code_configs_and_entry_points(site):
+    dist = next(metadata.distributions(path=[str(site)]))
+    assert (dist.metadata["Name"], dist.version) == (DIST, VERSION)
+    groups = {(ep.group, ep.name): ep.value for ep in dist.entry_points}
+    assert groups == {("vita_framework", ENTRY_POINT): "vita_example_plugins.plugin",
+                      ("vita_framework.conf", ENTRY_POINT): "vita_example_plugins.conf"}
+    conf = site / "vita_example_plugins" / "conf"
+    assert (conf / "projector" / "perceiver_resampler.yaml").is_file()  # package data made it into the wheel
+    assert (conf / "fusion" / "mean_pool_splice.yaml").is_file()
+
+
+def ours(problems: list[str]) -> list[str]:
+    """Load problems caused by this package (other plugins installed in the venv are not this file's test)."""
+    return [p for p in problems if DIST in p or f"'{ENTRY_POINT}'" in p]
+
+
+def test_listing_attributes_both_components_to_the_package(site, cli_runs):  # cli_runs: start them early
+    result = subprocess.run([sys.executable, "-m", "vita_framework.plugins", "--json"], env=clean_env(site),
+                            capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert ours(data["problems"]) == []
+    row = next(row for row in data["plugins"] if row["plugin"] == ENTRY_POINT)
+    assert (row["package"], row["version"], row["source"]) == (DIST, VERSION, "entrypoint")
+    assert {(c["kind"], c["name"]) for c in row["components"]} == {
+        ("projector", "perceiver_resampler"), ("fusion", "mean_pool_splice")}
+
+
+# -- the components' contracts, in process ------------------------------------------------------------
+@pytest.fixture
+def example_modules(site, monkeypatch):
+    """Import the installed package in this process; forget it afterwards so no later test sees it."""
+    for name in [n for n in os.environ if n.startswith("VITA_")]:  # VITA_BLOCK_PLUGINS etc. would skew loading
+        monkeypatch.delenv(name)
+    monkeypatch.syspath_prepend(str(site))
+    yield
+    for name in [n for n in sys.modules if n == "vita_example_plugins" or n.startswith("vita_example_plugins.")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("factor", [1, 3, 4])
+def test_mean_pool_reduce_keeps_exactly_what_reduced_tokens_predicts(example_modules, factor):
+    import torch
+    from vita_example_plugins.mean_pool import MeanPoolSpliceFusion
+
+    fusion = MeanPoolSpliceFusion(factor)
+    tokens, groups = [256, 64, 10, 1], [0, 0, 1, 1]
+    features = [torch.randn(t, 8) for t in tokens]
+    pooled = fusion.reduce("image", features, groups)
+    assert [int(f.shape[0]) for f in pooled] == fusion.reduced_tokens(tokens, groups)
+    assert fusion.reduced_tokens(tokens, groups) == [math.ceil(t / factor) for t in tokens]
+    torch.testing.assert_close(pooled[2][0], features[2][:factor].mean(dim=0))
+    torch.testing.assert_close(pooled[2][-1], features[2][(10 - 1) // factor * factor:].mean(dim=0))
+    assert fusion.reduce("audio", features, groups) is features  # audio keeps its encoder's count
+
+
+# -- the CLI with the package installed ---------------------------------------------------------------
+@pytest.mark.parametrize("case,latents", [("perceiver", 64), ("perceiver16", 16)])
+def test_perceiver_resampler_gives_num_latents_tokens_per_tile(cli_runs, case, latents):
+    result = cli_runs[case].succeeded()
+    row = result["rows"][0]
+    assert row["tokens_in"]["image"] == latents  # the sample image is one tile
+    assert row["tokens_out"] == 4
+    assert result["choices"]["projector"] == "perceiver_resampler"
+    assert result["plugins"][ENTRY_POINT] == {"package": DIST, "version": VERSION}
+    assert "perceiver_resampler has RANDOM weights" in cli_runs[case].err.read_text()
+
+
+def test_mean_pool_splice_divides_image_tokens_by_factor(cli_runs):
+    result = cli_runs["mean_pool"].succeeded()
+    assert result["choices"]["fusion"] == "mean_pool_splice"
+    assert result["rows"][0]["tokens_in"]["image"] == 256 // 4  # mlp2x_gelu keeps 256; factor 4 in the YAML
+
+
+def test_options_exist_only_with_the_package_installed(cli_runs):
+    try:  # a real install into this venv would make the option exist without PYTHONPATH
+        metadata.distribution(DIST)
+        pytest.skip(f"{DIST} is installed in this environment")
+    except metadata.PackageNotFoundError:
+        pass
+    done = cli_runs["not_installed"].wait()
+    assert done.returncode != 0
+    assert "Could not find 'projector/perceiver_resampler'" in done.stderr
+    assert "mlp2x_gelu" in done.stderr  # Hydra lists the options that do exist
+
+
+def test_misspelt_option_is_stopped_by_hydra_with_the_full_key(cli_runs):
+    done = cli_runs["typo"].wait()  # a key the option's YAML lacks is rejected before any job runs
+    assert done.returncode != 0
+    assert "projector.num_latentz" in done.stderr and "+projector.num_latentz=3" in done.stderr
+
+
+def test_misspelt_option_names_the_full_key_and_the_package(example_modules):
+    """What ``+projector.num_latentz=3`` reaches: the plugin's schema, checked by the framework's registry.
+
+    Checked in process on a freshly loaded registry (the real entry points of the installed package): the
+    CLI prints this same message after building the LLM and vision encoder, ~10 s more of a subprocess.
+    """
+    from vita_framework.errors import ComponentConfigError
+    from vita_framework.plugins import load_plugins
+
+    loaded = load_plugins()
+    assert ours(loaded.problems) == []
+    node = {"component": "perceiver_resampler", "num_latentz": 3}
+    with pytest.raises(ComponentConfigError) as info:
+        loaded.registry.options("projector", node)
+    message = str(info.value)
+    assert message.startswith("unknown option 'projector.num_latentz' for projector 'perceiver_resampler'")
+    assert f"plugin '{ENTRY_POINT}' ({DIST} {VERSION})" in message
+    assert "Did you mean 'projector.num_latents'?" in message
+    spec, options = loaded.registry.options("projector", {"component": "perceiver_resampler", "num_latents": 16})
+    assert (spec.package, spec.version, options.num_latents, options.num_heads) == (DIST, VERSION, 16, 8)
+
+
+def test_budget_check_uses_the_projectors_output_tokens(site):
+    """A compressing projector's own token count sizes the pre-encoding budget check."""
+    code = (
+        "import vita_framework, warnings\n"
+        "from vita_framework.cli import SAMPLE_IMAGE\n"
+        "from vita_framework.pipeline import Request\n"
+        "warnings.simplefilter('ignore')\n"
+        "p = vita_framework.build(['+vision=internvit', '+audio=none', 'device=cpu',\n"
+        "                          'projector=perceiver_resampler'])\n"
+        "ids, *_ = p.prepare(Request('What?', images=[SAMPLE_IMAGE]))\n"
+        "p.max_length = len(ids) + 2\n"
+        "p.prepare(Request('What?', images=[SAMPLE_IMAGE]))\n"
+        "p.max_length = len(ids) - 1\n"
+        "try:\n    p.prepare(Request('What?', images=[SAMPLE_IMAGE]))\n"
+        "except Exception as e:\n    print('refused', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=clean_env(site))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused the request needs" in proc.stdout and "image 64" in proc.stdout
