@@ -205,11 +205,18 @@ class InternViTEncoder(nn.Module):
     # -- encoding ------------------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, batch: VisionBatch) -> list[torch.Tensor]:
+        return list(self.features(batch.pixel_values).unbind(0))
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[P, 3, S, S] tiles -> [P, tokens_per_tile, hidden_size], differentiable.
+
+        ``encode`` runs this under inference mode; training (``vita_framework.train``) calls it directly so
+        the tower learns through exactly the feature path generation uses.
+        """
         param = next(self.model.parameters())
-        pixels = batch.pixel_values.to(device=param.device, dtype=param.dtype)
+        pixels = pixel_values.to(device=param.device, dtype=param.dtype)
         layer = self.options.select_layer
         out = self.model(pixel_values=pixels, output_hidden_states=layer != -1)
         hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
         features = hidden[:, 1:] * self.options.feature_scale
-        features = pixel_shuffle(features, self.options.downsample_ratio)
-        return list(features.unbind(0))
+        return pixel_shuffle(features, self.options.downsample_ratio)

@@ -10,6 +10,13 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import GOLDEN
+from vita_framework.weights import default_bundle_path
+
+
+def default_bundle_tokens_per_tile() -> int:
+    """Image tokens per tile of the embedded bundle: (tile / patch / 2)^2 after the 2x2 pixel shuffle."""
+    vit = json.loads((default_bundle_path() / "InternViT-tiny" / "config.json").read_text())
+    return (vit["image_size"] // vit["patch_size"] // 2) ** 2
 
 
 def run_cli(tmp_path, *args, env=None):
@@ -23,7 +30,8 @@ def test_main_command_streams_answer_and_writes_result(tmp_path, run_env):
     result = json.loads((tmp_path / "result.json").read_text())
     row = result["rows"][0]
     assert row["prompt"] == "Describe this image."
-    assert row["tokens_in"]["image"] == 256 and row["tokens_in"]["total"] > 256
+    image_tokens = default_bundle_tokens_per_tile()
+    assert row["tokens_in"]["image"] == image_tokens and row["tokens_in"]["total"] > image_tokens
     assert 1 <= row["tokens_out"] == len(row["generated_ids"]) <= 12
     assert row["text"] and row["text"] in proc.stdout  # the streamer printed the answer
     assert "tokens in:" in proc.stderr and "time to first token" in proc.stderr

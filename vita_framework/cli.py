@@ -87,6 +87,20 @@ def default_inputs(cfg: Any) -> tuple[str | None, list[str]]:
     return prompt, images
 
 
+def default_bundle_note() -> str:
+    """What to expect from the embedded bundle, from its ``bundle_info.json`` (so the note never goes stale)."""
+    from .weights import default_bundle_path
+
+    try:
+        info = json.loads((default_bundle_path() / "bundle_info.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    if info.get("weights") == "trained":
+        return (f"note: running the embedded tiny default bundle, trained on synthetic shapes (data "
+                f"{info.get('data', 'unknown')}): it answers questions about simple shape scenes only.")
+    return "note: running the embedded tiny default bundle (random weights): answers are noise."
+
+
 def _peak_memory_mb() -> float:
     import torch
 
@@ -137,7 +151,7 @@ def _run(cfg: Any) -> dict[str, Any]:
 
         streamer = TextStreamer(pipeline.llm.tokenizer, skip_prompt=True, skip_special_tokens=True)
     if cfg.get("checkpoint") == "default":
-        print("note: running the embedded tiny default bundle (random weights): answers are noise.", file=sys.stderr)
+        print(default_bundle_note(), file=sys.stderr)
     result = pipeline.generate(
         prompt, images=images, audios=as_path_list(cfg.get("audios")), videos=as_path_list(cfg.get("videos")),
         video_fps=cfg.get("video_fps"), streamer=streamer,

@@ -40,14 +40,15 @@ POSITIONS: dict[str, tuple[float, float]] = {
     "left": (0.2, 0.5), "right": (0.8, 0.5), "top": (0.5, 0.2), "bottom": (0.5, 0.8), "center": (0.5, 0.5),
 }
 NUMBERS = ("zero", "one", "two", "three")
+MAX_SHAPES = 3
 QUESTION_KINDS = ("shape", "colour", "count", "position", "describe")
 DESCRIBE = "Describe this image."
 COUNT = "How many shapes are there?"
 # seeds of the two splits: disjoint streams of scenes
 SPLIT_SEEDS = {"train": 1, "heldout": 2}
 
-_SIZE_RANGE = (0.13, 0.2)   # shape diameter / image side
-_JITTER = 0.04              # max centre offset from the zone centre / image side
+_SIZE_RANGE = (0.2, 0.27)   # shape diameter / image side
+_JITTER = 0.01              # max centre offset from the zone centre / image side (no overlaps)
 _COLOUR_JITTER = 18         # max per-channel offset from the nominal colour
 
 
@@ -129,9 +130,9 @@ def _rng(split: str, index: int, salt: str = "") -> random.Random:
     return random.Random(f"{DATA_VERSION}/{SPLIT_SEEDS[split]}/{index}/{salt}")
 
 
-def make_scene(rng: random.Random, n_shapes: int | None = None) -> Scene:
-    """A random scene: 1-3 shapes of distinct kinds, colours and zones (``n_shapes`` fixes the count)."""
-    n = n_shapes if n_shapes is not None else rng.randint(1, 3)
+def make_scene(rng: random.Random, n_shapes: int | None = None, max_shapes: int = MAX_SHAPES) -> Scene:
+    """A random scene: 1 to ``max_shapes`` shapes of distinct kinds, colours and zones (``n_shapes`` fixes it)."""
+    n = n_shapes if n_shapes is not None else rng.randint(1, max_shapes)
     kinds = rng.sample(SHAPES, n)
     colours = rng.sample(sorted(COLOURS), n)
     places = rng.sample(sorted(POSITIONS), n)
@@ -163,13 +164,14 @@ def make_question(scene: Scene, rng: random.Random, kind: str | None = None) -> 
     raise ValueError(f"unknown question kind '{kind}'; use one of {', '.join(QUESTION_KINDS)}")
 
 
-def scene_examples(split: str, index: int, k: int = 1) -> list[Example]:
+def scene_examples(split: str, index: int, k: int = 1, max_shapes: int = MAX_SHAPES) -> list[Example]:
     """``k`` questions about the ``index``-th scene of ``split`` (the first one is ``example(split, index)``).
 
-    Training asks several questions per scene so one encoded image serves several sequences.
+    Training asks several questions per scene so one encoded image serves several sequences, and starts with
+    one-shape scenes (``max_shapes=1``: reading an attribute is learnt before binding attributes to shapes).
     """
-    rng = _rng(split, index)
-    scene = make_scene(rng)
+    rng = _rng(split, index, "" if max_shapes == MAX_SHAPES else f"max{max_shapes}")
+    scene = make_scene(rng, max_shapes=max_shapes)
     out = []
     for _ in range(k):
         question, answer, kind = make_question(scene, rng)
@@ -205,13 +207,14 @@ def questions_for(scene: Scene) -> list[tuple[str, str, str]]:
 
 
 def corpus() -> list[str]:
-    """Every word the questions and answers can use, in context (for training the bundle's tokenizer)."""
-    lines = [DESCRIBE, COUNT, *NUMBERS]
+    """Every question and every answer word, each as its own line (for training the bundle's tokenizer, so
+    that an answer such as ``triangle`` -- which starts the assistant's turn -- is one token)."""
+    lines = [DESCRIBE, COUNT, *NUMBERS, *SHAPES, *COLOURS, *POSITIONS]
     for shape in SHAPES:
         for colour in COLOURS:
-            lines += [f"What shape is {colour}?", f"What colour is the {shape}?", f"a {colour} {shape}",
-                      *(f"Where is the {colour} {shape}? {p}" for p in POSITIONS)]
-    lines.append("a red circle, a blue square and a green triangle")
+            lines += [f"What shape is {colour}?", f"What colour is the {shape}?", f"Where is the {colour} {shape}?",
+                      f"a {colour} {shape}"]
+    lines += ["a red circle and a blue square", "a red circle, a blue square and a green triangle"]
     return lines
 
 

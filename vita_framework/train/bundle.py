@@ -25,11 +25,12 @@ CHAT_TEMPLATE = (
     "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 # generic words so that prompts outside the synthetic data still tokenise into whole words
-GENERAL_WORDS = (
-    "the a an image picture photo shows describe this what is there in of on at to and with color colour shape "
-    "small large big middle which answer question user assistant system hello hi tell me story please you are "
-    "see cat dog it yes no"
-).split()
+GENERAL_WORDS = [
+    "the", "a", "an", "image", "picture", "photo", "shows", "describe", "this", "what", "is", "there", "in", "of",
+    "on", "at", "to", "and", "with", "color", "colour", "shape", "small", "large", "big", "middle", "which",
+    "answer", "question", "user", "assistant", "system", "hello", "hi", "tell", "me", "story", "please", "you",
+    "are", "see", "cat", "dog", "it", "yes", "no",
+]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
@@ -48,14 +49,26 @@ class Architecture:
     llm_heads: int = 4
     llm_kv_heads: int = 2
     llm_intermediate: int = 256
+    vision_init_std: float = 0.02  # initializer_range of each transformer (used only to initialise)
+    llm_init_std: float = 0.02
 
 
 def tokenizer_corpus(extra: list[str]) -> list[str]:
-    """The system prompts of every template, generic words and ``extra`` (the dataset's questions/answers)."""
-    from vita_framework.prompt import TEMPLATES
+    """Text exactly as it is tokenised: every template rendered around ``extra`` (the dataset's questions and
+    answers), cut where ``tokenize_with_placeholders`` cuts (special tokens, markers), plus ``extra`` alone (an
+    answer starts its own chunk after ``assistant\n``) and generic words."""
+    import re
 
-    lines = [s for t in TEMPLATES.values() for s in getattr(t, "system_by_modality", {}).values()]
-    lines += [" ".join(GENERAL_WORDS), *(str(n) for n in range(100)), *extra]
+    from vita_framework.prompt import TEMPLATES, ChatTemplate
+
+    lines = []
+    for template in TEMPLATES.values():
+        if isinstance(template, ChatTemplate):
+            for modality in template.system_by_modality:
+                text = template.render("<image>\n" + (extra[0] if extra else ""), modality)
+                lines += [c for c in re.split(r"<\|im_start\|>|<\|im_end\|>|<image>|<audio>", text) if c]
+    lines += ["system\n", "user\n", "assistant\n", " ".join(GENERAL_WORDS), *(str(n) for n in range(100))]
+    lines += [piece for line in extra for piece in (line, "\n" + line)]
     return lines
 
 
@@ -102,7 +115,8 @@ def random_modules(arch: Architecture, vocab: int, seed: int) -> tuple[Any, Any,
         hidden_size=arch.vision_hidden, num_hidden_layers=arch.vision_layers, num_attention_heads=arch.vision_heads,
         intermediate_size=arch.vision_intermediate, image_size=arch.image_size, patch_size=arch.patch_size,
         layer_norm_eps=1e-6, hidden_act="gelu", attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
-        use_mean_pooling=True, use_absolute_position_embeddings=True, use_mask_token=False))
+        use_mean_pooling=True, use_absolute_position_embeddings=True, use_mask_token=False,
+        initializer_range=arch.vision_init_std))
     with torch.no_grad():  # visible layer scales (init 0.1) so the tower does more than pass patches through
         for name, p in vit.named_parameters():
             if "lambda" in name:
@@ -111,7 +125,7 @@ def random_modules(arch: Architecture, vocab: int, seed: int) -> tuple[Any, Any,
         hidden_size=arch.llm_hidden, intermediate_size=arch.llm_intermediate, num_hidden_layers=arch.llm_layers,
         num_attention_heads=arch.llm_heads, num_key_value_heads=arch.llm_kv_heads, rms_norm_eps=1e-6,
         rope_theta=1e6, max_position_embeddings=32768, tie_word_embeddings=False, hidden_act="silu",
-        vocab_size=vocab))
+        vocab_size=vocab, initializer_range=arch.llm_init_std))
     projector = nn.Sequential(nn.Linear(arch.vision_hidden * 4, arch.llm_hidden), nn.GELU(),
                               nn.Linear(arch.llm_hidden, arch.llm_hidden))
     return vit, projector, llm

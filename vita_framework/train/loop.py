@@ -118,21 +118,24 @@ class Trainer:
             return base(inputs_embeds=embeds, use_cache=False).last_hidden_state, 0
         p = self.prefix_len
         prefix = base(inputs_embeds=embeds[:1, :p], use_cache=True)
-        cache = prefix.past_key_values
+        cache = prefix.cache
         cache.batch_repeat_interleave(embeds.shape[0])
         positions = torch.arange(p, embeds.shape[1], device=embeds.device).unsqueeze(0).expand(embeds.shape[0], -1)
-        out = base(inputs_embeds=embeds[:, p:], past_key_values=cache, position_ids=positions, use_cache=True)
+        out = base(inputs_embeds=embeds[:, p:], cache=cache, position_ids=positions, use_cache=True)
         return out.last_hidden_state, p
 
     def loss(self, batch: Batch, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over answer tokens, and per row whether every answer token is the argmax."""
         hidden, offset = self.hidden(self.embeds(batch), shared_prefix)
         predicts = batch.targets[:, 1:].clone()  # position t predicts token t+1
-        predicts[:, : max(offset - 1, 0)] = False
+        predicts[:, :offset] = False
         rows, cols = predicts.nonzero(as_tuple=True)
         logits = self.llm.model.lm_head(hidden[rows, cols - offset])
         labels = batch.ids[rows, cols + 1]
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        per_token = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        # every question weighs the same: a long description must not drown the one-word answers
+        tokens_in_row = predicts.sum(dim=1).clamp(min=1)
+        loss = (per_token / tokens_in_row[rows]).sum() / predicts.any(dim=1).sum().clamp(min=1)
         wrong = torch.zeros(batch.ids.shape[0], dtype=torch.bool)
         wrong.index_put_((rows,), logits.argmax(-1) != labels, accumulate=True)
         return loss, ~wrong
@@ -164,9 +167,19 @@ def schedule(step: int, steps: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def max_shapes_at(step: int, steps: int, curriculum: list[tuple[float, int]]) -> int:
+    """The most shapes a training scene may hold at ``step``: the last curriculum entry already reached."""
+    allowed = synthetic.MAX_SHAPES
+    for fraction, most in sorted(curriculum):
+        if step >= fraction * steps:
+            allowed = int(most)
+    return allowed
+
+
 def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_image: int, lr: float,
         warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float,
-        log_every: int = 20, eval_every: int = 0, log: Callable[[str], None] = print) -> list[dict[str, float]]:
+        curriculum: list[tuple[float, int]] = (), log_every: int = 20, eval_every: int = 0,
+        log: Callable[[str], None] = print) -> list[dict[str, float]]:
     """Optimise the trained modules; scene ``step * images_per_step + i`` of the train split is image i of step
     ``step``, so a run is a pure function of its config. Returns the logged history."""
     optimizer = torch.optim.AdamW(trainer.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -179,7 +192,8 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         for group in optimizer.param_groups:
             group["lr"] = lr * schedule(step, steps, warmup_steps, min_lr_ratio)
         start = step * images_per_step
-        batch = trainer.batch([synthetic.scene_examples("train", start + i, questions_per_image)
+        most = max_shapes_at(step, steps, list(curriculum))
+        batch = trainer.batch([synthetic.scene_examples("train", start + i, questions_per_image, most)
                                for i in range(images_per_step)])
         loss, correct = trainer.loss(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -190,16 +204,18 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         running_acc += correct.float().mean().item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
-            record = {"step": step + 1, "loss": running / n, "train_row_acc": running_acc / n,
+            record = {"step": step + 1, "max_shapes": most, "loss": running / n, "train_row_acc": running_acc / n,
                       "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
             if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
                 trainer.set_mode(False)
                 with torch.no_grad():
                     record["heldout_row_acc"] = trainer.loss(probe)[1].float().mean().item()
             history.append(record)
-            log("step {step:>5}  loss {loss:.4f}  train acc {train_row_acc:.3f}  lr {lr:.2e}  {elapsed_s:.0f}s"
-                .format(**record) + (f"  heldout acc {record['heldout_row_acc']:.3f}"
-                                     if "heldout_row_acc" in record else ""))
+            line = ("step {step:>5}  shapes<={max_shapes}  loss {loss:.4f}  train acc {train_row_acc:.3f}  "
+                    "lr {lr:.2e}  {elapsed_s:.0f}s").format(**record)
+            if "heldout_row_acc" in record:
+                line += f"  heldout acc {record['heldout_row_acc']:.3f}"
+            log(line)
             running, running_acc = 0.0, 0.0
     trainer.set_mode(False)
     return history
