@@ -282,3 +282,24 @@ def test_bad_option_value_names_the_full_key(registry, node, key):
         registry.options("vision", {"component": "internvit", **node})
     spec, options = registry.options("vision", {"component": "internvit", "max_tiles": "6"})
     assert spec.plugin == "vita_plugins.internvit" and options.max_tiles == 6
+
+
+def test_a_packages_yaml_naming_an_unknown_component_names_the_package_and_key(tmp_path):
+    site = tmp_path / "site"
+    conf = site / "badconf_pkg" / "conf" / "projector"
+    conf.mkdir(parents=True)
+    (site / "badconf_pkg" / "__init__.py").write_text("")
+    (site / "badconf_pkg" / "conf" / "__init__.py").write_text("")
+    (conf / "ghost.yaml").write_text("component: ghost_projector\n")
+    info = site / "badconf_vita-0.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: badconf-vita\nVersion: 0.2\n")
+    (info / "entry_points.txt").write_text("[vita_framework.conf]\nbadconf = badconf_pkg.conf\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITA_")}
+    env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "vita_framework", "+vision=internvit", "+audio=none",
+                           "projector=ghost", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "projector.component in config option 'projector=ghost' from package 'badconf-vita'" in proc.stderr
+    assert "unknown projector component 'ghost_projector'" in proc.stderr

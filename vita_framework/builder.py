@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UnknownComponentError
 from .generation import validate_generation_options
 from .plugins import get_registry
 from .registry import BuildContext
@@ -86,11 +86,12 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     def make(kind: str, depends: tuple[str, ...] = ()) -> Any:
         node = OmegaConf.to_container(cfg[kind], resolve=True)
         if cache is None:
-            component = registry.build(kind, node, context)
+            component = _build_attributed(registry, kind, node, context)
         else:
             keys[kind] = json.dumps([kind, node, str(bundle.path) if bundle else None, dtype, device,
                                      [keys[d] for d in depends if d in keys]], sort_keys=True, default=str)
-            component, hit = cache.get_or_build(keys[kind], lambda: registry.build(kind, node, context))
+            component, hit = cache.get_or_build(keys[kind],
+                                                lambda: _build_attributed(registry, kind, node, context))
             if hit:
                 reused.append(kind)
         context.components[kind] = component
@@ -113,6 +114,30 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
                     template=str(cfg.get("template", "qwen2p5_instruct")), generation=generation,
                     seed=cfg.get("seed"), config=cfg, max_length=min(limits) if limits else None, video=video,
                     reused_components=reused)
+
+
+def _build_attributed(registry: Any, kind: str, node: Any, context: BuildContext) -> Any:
+    """registry.build, with an unknown component traced to the config option (and package) that named it."""
+    try:
+        return registry.build(kind, node, context)
+    except UnknownComponentError as exc:
+        choice = _hydra_choice(kind)
+        if choice is None:
+            raise
+        from .searchpath import option_origin
+
+        dist = option_origin(kind, choice)
+        where = f"config option '{kind}={choice}'" + (f" from package '{dist}'" if dist else "")
+        raise UnknownComponentError(f"{kind}.component in {where}: {exc}") from None
+
+
+def _hydra_choice(group: str) -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except ValueError:
+        return None
 
 
 def build(overrides: Sequence[str] = (), *, config: Any = None) -> Any:

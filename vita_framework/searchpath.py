@@ -29,3 +29,18 @@ def register_search_path() -> None:
     if not _registered:
         Plugins.instance().register(VitaSearchPathPlugin)
         _registered = True
+
+
+def option_origin(group: str, option: str) -> str | None:
+    """The distribution whose config package ships ``<group>/<option>.yaml`` (None: a built-in option)."""
+    from importlib import resources
+
+    from .plugins import conf_packages
+
+    for dist, package in conf_packages():
+        try:
+            if (resources.files(package) / group / f"{option}.yaml").is_file():
+                return dist
+        except (ModuleNotFoundError, TypeError):
+            continue
+    return None
