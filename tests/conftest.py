@@ -31,6 +31,16 @@ def build_cached(*overrides: str):
     return _PIPELINES[key]
 
 
+def default_bundle_tokens_per_tile() -> int:
+    """Image tokens per tile of the embedded bundle: (tile / patch / 2)^2 after the 2x2 pixel shuffle."""
+    import json
+
+    from vita_framework.weights import default_bundle_path
+
+    vit = json.loads((default_bundle_path() / "InternViT-tiny" / "config.json").read_text())
+    return (vit["image_size"] // vit["patch_size"] // 2) ** 2
+
+
 def golden_tensors(case: str, name: str = "tensors.safetensors") -> dict:
     from safetensors.torch import load_file
 

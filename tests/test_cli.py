@@ -9,14 +9,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from conftest import GOLDEN
-from vita_framework.weights import default_bundle_path
-
-
-def default_bundle_tokens_per_tile() -> int:
-    """Image tokens per tile of the embedded bundle: (tile / patch / 2)^2 after the 2x2 pixel shuffle."""
-    vit = json.loads((default_bundle_path() / "InternViT-tiny" / "config.json").read_text())
-    return (vit["image_size"] // vit["patch_size"] // 2) ** 2
+from conftest import GOLDEN, default_bundle_tokens_per_tile
 
 
 def run_cli(tmp_path, *args, env=None):

@@ -87,6 +87,43 @@ class Scene:
                 draw.polygon(_outline(shape, size), fill=shape.rgb)
         return image
 
+    def region_labels(self, grid: int, size: int = IMAGE_SIZE,
+                      min_cover: float = 0.1) -> list[tuple[int, int, int]]:
+        """Per cell of a ``grid`` x ``grid`` split of the rendered image (row-major, top row first), the
+        ``(kind, colour, position)`` of the shape covering most of the cell, as indices into ``SHAPES``,
+        ``sorted(COLOURS)`` and ``sorted(POSITIONS)`` plus one, or ``(0, 0, 0)`` when no shape covers
+        ``min_cover`` of it.
+
+        Dense labels for warming up a vision tower before it learns from answers alone (``vita_framework.train``).
+        """
+        from PIL import Image, ImageDraw
+
+        mask = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(mask)
+        for number, shape in enumerate(self.shapes, start=1):
+            if shape.kind == "circle":
+                draw.ellipse(_box(shape, size), fill=number)
+            else:
+                draw.polygon(_outline(shape, size), fill=number)
+        import numpy as np
+
+        ids = np.asarray(mask)
+        edges = [i * size // grid for i in range(grid + 1)]
+        colours, places = sorted(COLOURS), sorted(POSITIONS)
+        labels = []
+        for row in range(grid):
+            for col in range(grid):
+                cell = ids[edges[row]: edges[row + 1], edges[col]: edges[col + 1]]
+                counts = np.bincount(cell.ravel(), minlength=len(self.shapes) + 1)
+                best = int(counts[1:].argmax()) + 1 if len(counts) > 1 else 0
+                if best and counts[best] >= min_cover * cell.size:
+                    shape = self.shapes[best - 1]
+                    labels.append((SHAPES.index(shape.kind) + 1, colours.index(shape.colour) + 1,
+                                   places.index(shape.position) + 1))
+                else:
+                    labels.append((0, 0, 0))
+        return labels
+
 
 @dataclass(frozen=True)
 class Example:

@@ -50,6 +50,7 @@ class Architecture:
     llm_kv_heads: int = 2
     llm_intermediate: int = 256
     vision_init_std: float = 0.02  # initializer_range of each transformer (used only to initialise)
+    vision_position_std: float = 1.0  # InternViT draws its position and class embeddings from randn
     llm_init_std: float = 0.02
 
 
@@ -121,6 +122,9 @@ def random_modules(arch: Architecture, vocab: int, seed: int) -> tuple[Any, Any,
         for name, p in vit.named_parameters():
             if "lambda" in name:
                 p.fill_(1.0)
+        # transformers initialises these to zero; InternViT to randn, which gives every token its position
+        vit.embeddings.position_embeddings.normal_(0.0, arch.vision_position_std)
+        vit.embeddings.cls_token.normal_(0.0, arch.vision_position_std)
     llm = Qwen2ForCausalLM(Qwen2Config(
         hidden_size=arch.llm_hidden, intermediate_size=arch.llm_intermediate, num_hidden_layers=arch.llm_layers,
         num_attention_heads=arch.llm_heads, num_key_value_heads=arch.llm_kv_heads, rms_norm_eps=1e-6,

@@ -106,27 +106,37 @@ class Trainer:
                                       PLACEHOLDER_IDS)
         return fused.inputs_embeds
 
-    def hidden(self, embeds: torch.Tensor, shared_prefix: bool = True) -> tuple[torch.Tensor, int]:
+    def hidden(self, embeds: torch.Tensor, image_of_row: list[int] | None = None,
+               shared_prefix: bool = True) -> tuple[torch.Tensor, int]:
         """Last hidden states from position ``offset`` on; returns (states, offset).
 
-        With ``shared_prefix`` the common prefix (identical in every row) runs once and its cache is repeated
-        over the rows: mathematically the plain causal forward. Rows are right-padded, so causal masking
-        alone keeps padding out of every real position.
+        With ``shared_prefix`` the forward runs in three causal segments, each computed once and its
+        key/value cache repeated: the system prompt (the same in every row), each image's tokens (the same in
+        every row asking about that image; rows are grouped by image) and then every row's question and
+        answer. Mathematically the plain causal forward (rows are right-padded, so causal masking alone keeps
+        padding out of every real position); far cheaper when several questions share one image.
         """
         base = self.llm.model.model
-        if not shared_prefix or embeds.shape[0] == 1:
+        if not shared_prefix or image_of_row is None:
             return base(inputs_embeds=embeds, use_cache=False).last_hidden_state, 0
-        p = self.prefix_len
-        prefix = base(inputs_embeds=embeds[:1, :p], use_cache=True)
-        cache = prefix.cache
-        cache.batch_repeat_interleave(embeds.shape[0])
-        positions = torch.arange(p, embeds.shape[1], device=embeds.device).unsqueeze(0).expand(embeds.shape[0], -1)
-        out = base(inputs_embeds=embeds[:, p:], cache=cache, position_ids=positions, use_cache=True)
-        return out.last_hidden_state, p
+        p, t = self.prefix_len, self.tokens_per_tile
+        rows, width = embeds.shape[:2]
+        first = [r for r in range(rows) if r == 0 or image_of_row[r] != image_of_row[r - 1]]
+        if len(first) != len(set(image_of_row)):
+            raise ValueError("rows must be grouped by image")
+        repeats = torch.tensor([b - a for a, b in zip(first, [*first[1:], rows])], device=embeds.device)
+        cache = base(inputs_embeds=embeds[:1, :p], use_cache=True).cache
+        _repeat_rows(cache, torch.tensor([len(first)], device=embeds.device))
+        positions = torch.arange(p, p + t, device=embeds.device).expand(len(first), -1)
+        base(inputs_embeds=embeds[first, p: p + t], cache=cache, position_ids=positions, use_cache=True)
+        _repeat_rows(cache, repeats)
+        positions = torch.arange(p + t, width, device=embeds.device).expand(rows, -1)
+        out = base(inputs_embeds=embeds[:, p + t:], cache=cache, position_ids=positions, use_cache=True)
+        return out.last_hidden_state, p + t
 
     def loss(self, batch: Batch, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over answer tokens, and per row whether every answer token is the argmax."""
-        hidden, offset = self.hidden(self.embeds(batch), shared_prefix)
+        hidden, offset = self.hidden(self.embeds(batch), batch.image_of_row, shared_prefix)
         predicts = batch.targets[:, 1:].clone()  # position t predicts token t+1
         predicts[:, :offset] = False
         rows, cols = predicts.nonzero(as_tuple=True)
@@ -145,7 +155,7 @@ class Trainer:
         with torch.no_grad():
             embeds = self.embeds(batch)
             plain, _ = self.hidden(embeds, shared_prefix=False)
-            shared, offset = self.hidden(embeds, shared_prefix=True)
+            shared, offset = self.hidden(embeds, batch.image_of_row, shared_prefix=True)
             diff = (plain[:, offset:] - shared)[batch.targets[:, offset:]].abs().max().item()
         if diff > atol:
             raise RuntimeError(f"the shared-prefix forward differs from the plain forward by {diff:.2e}")
@@ -157,6 +167,15 @@ class Trainer:
     def set_mode(self, training: bool) -> None:
         for module in self.modules.values():
             module.train(training)
+
+
+def _repeat_rows(cache: Any, repeats: torch.Tensor) -> None:
+    """Repeat each batch row of a transformers ``DynamicCache`` ``repeats[i]`` times (differentiably)."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.repeat_interleave(repeats, dim=0) if repeats.numel() > 1 else \
+            layer.keys.expand(int(repeats[0]), *layer.keys.shape[1:])
+        layer.values = layer.values.repeat_interleave(repeats, dim=0) if repeats.numel() > 1 else \
+            layer.values.expand(int(repeats[0]), *layer.values.shape[1:])
 
 
 def schedule(step: int, steps: int, warmup: int, min_ratio: float) -> float:
@@ -204,7 +223,8 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         running_acc += correct.float().mean().item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
-            record = {"step": step + 1, "max_shapes": most, "loss": running / n, "train_row_acc": running_acc / n,
+            record = {"stage": "answers", "step": step + 1, "max_shapes": most, "loss": running / n,
+                      "train_row_acc": running_acc / n,
                       "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
             if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
                 trainer.set_mode(False)

@@ -1,0 +1,118 @@
+"""Training pieces: the synthetic data, region labels, answer-only targets, and the training entry end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import vita_framework
+from vita_framework import synthetic
+
+
+def test_examples_are_a_pure_function_of_split_and_index():
+    a, b = synthetic.example("heldout", 7), synthetic.example("heldout", 7)
+    assert a == b and a.image().tobytes() == b.image().tobytes()
+    train = [synthetic.example("train", i).scene for i in range(50)]
+    heldout = [synthetic.example("heldout", i).scene for i in range(50)]
+    assert not set(train) & set(heldout)
+    with pytest.raises(ValueError, match="unknown split 'test'; use one of train, heldout"):
+        synthetic.example("test", 0)
+
+
+def test_every_question_has_one_answer_read_from_the_scene():
+    for index in range(40):
+        scene = synthetic.example("train", index).scene
+        assert len({s.kind for s in scene.shapes}) == len({s.colour for s in scene.shapes}) == len(scene.shapes)
+        for question, answer, kind in synthetic.questions_for(scene):
+            if kind == "shape":
+                colour = question.removeprefix("What shape is ").rstrip("?")
+                assert answer == next(s.kind for s in scene.shapes if s.colour == colour)
+            elif kind == "count":
+                assert answer == synthetic.NUMBERS[len(scene.shapes)]
+    assert synthetic.is_correct(" A red circle. ", "a red circle")
+    assert not synthetic.is_correct("a red circle and", "a red circle")
+
+
+def test_region_labels_mark_the_cells_under_each_shape():
+    colours, places = sorted(synthetic.COLOURS), sorted(synthetic.POSITIONS)
+    for index in range(30):
+        scene = synthetic.example("train", index).scene
+        labels = scene.region_labels(7)
+        assert len(labels) == 49
+        for shape in scene.shapes:
+            label = (synthetic.SHAPES.index(shape.kind) + 1, colours.index(shape.colour) + 1,
+                     places.index(shape.position) + 1)
+            cells = [k for k, got in enumerate(labels) if got == label]
+            assert cells, (index, shape)
+            row = sum(k // 7 for k in cells) / len(cells)
+            col = sum(k % 7 for k in cells) / len(cells)
+            zx, zy = synthetic.POSITIONS[shape.position]
+            assert abs((col + 0.5) / 7 - zx) < 0.12 and abs((row + 0.5) / 7 - zy) < 0.12, (index, shape, cells)
+        assert sum(got == (0, 0, 0) for got in labels) >= 49 - 3 * 9
+
+
+def test_pixel_shuffle_keeps_regions_in_row_major_order():
+    from vita_plugins._internvit_impl import pixel_shuffle
+
+    side = 14
+    ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    features = torch.stack([ys, xs], dim=-1).reshape(1, side * side, 2).float()  # each patch carries (y, x)
+    shuffled = pixel_shuffle(features, 0.5).reshape(side // 2 * side // 2, 4, 2)
+    for token in range(shuffled.shape[0]):
+        assert set(shuffled[token, :, 0].tolist()) == {2 * (token // 7), 2 * (token // 7) + 1}
+        assert set(shuffled[token, :, 1].tolist()) == {2 * (token % 7), 2 * (token % 7) + 1}
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    from vita_framework.train.loop import Trainer
+
+    pipe = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu"])
+    return Trainer(pipe)
+
+
+def test_loss_targets_are_the_answer_tokens_and_im_end_only(trainer):
+    groups = [synthetic.scene_examples("heldout", i, 3) for i in range(3)]
+    batch = trainer.batch(groups)
+    tokenizer = trainer.tokenizer
+    rows = [ex for group in groups for ex in group]
+    assert batch.image_of_row == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for r, ex in enumerate(rows):
+        target_ids = batch.ids[r][batch.targets[r]].tolist()
+        assert target_ids[-1] == trainer.end_id
+        assert tokenizer.decode(target_ids[:-1]) == ex.answer
+    assert trainer.check_shared_prefix(batch) < 1e-4
+    loss, correct = trainer.loss(batch)
+    assert loss.requires_grad and correct.shape == (9,)
+
+
+def test_region_batch_labels_every_image_token(trainer):
+    from vita_framework.train.warmup import region_batch
+
+    pixels, labels = region_batch(trainer, 0, 2)
+    assert pixels.shape[0] == 2 and labels.shape == (2, trainer.tokens_per_tile, 3)
+    on_shape = labels[..., 0] > 0
+    assert on_shape.any() and (on_shape == (labels[..., 1] > 0)).all() and (on_shape == (labels[..., 2] > 0)).all()
+
+
+def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vita_framework.train", "vision_warmup.steps=2", "vision_warmup.images_per_step=2",
+           "steps=2", "images_per_step=2", "questions_per_image=2", "heldout=4", "log_every=1", "eval_every=0",
+           "arch.vision_layers=1", "arch.llm_layers=1", f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=run_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "vision step     2" in proc.stdout and "\nstep     2  shapes<=" in proc.stdout
+    info = json.loads((out / "bundle" / "bundle_info.json").read_text())
+    assert info["weights"] == "trained" and info["data"] == synthetic.DATA_VERSION and info["seed"] == 0
+    assert info["train_config"]["steps"] == 2 and info["heldout_questions"] == 4
+    assert [h["stage"] for h in json.loads((out / "history.json").read_text())] == ["vision"] * 2 + ["answers"] * 2
+    assert not (out / "bundle.init").exists()
+    pipe = vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={out / 'bundle'}"])
+    assert pipe.vision.image_size == 224 and pipe.llm.model.config.num_hidden_layers == 1
+    result = pipe.generate(synthetic.DESCRIBE, images=[synthetic.example("heldout", 0).image()], max_new_tokens=3)
+    assert len(result.rows[0].generated_ids) <= 3
