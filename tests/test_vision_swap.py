@@ -6,6 +6,7 @@ fraction of the CPU time. Weights are always local (timm's pretrained=False, saf
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -17,6 +18,7 @@ from vita_framework.errors import CheckpointError, ComponentConfigError
 from vita_framework.inputs import load_image
 from vita_framework.plugins import get_registry
 from vita_framework.registry import BuildContext
+from vita_framework.weights import default_bundle_path
 
 BASE = ["+audio=none", "device=cpu"]
 SHALLOW = "+vision.model_kwargs.depth=2"
@@ -151,6 +153,10 @@ def test_siglip_from_a_local_directory_matches_transformers(tmp_path):
 
 
 def test_default_bundle_projector_does_not_fit_a_new_encoder():
-    """The embedded bundle's projector is 256 -> 64 (InternViT); a timm tower of width 192 cannot reuse it."""
-    with pytest.raises(CheckpointError, match=r"projector .*mis-shaped.*checkpoint \(64, 256\) vs model \(64, 192\)"):
+    """The embedded bundle's projector takes InternViT's shuffled width; a timm tower of width 192 cannot reuse it."""
+    config = json.loads((default_bundle_path() / "config.json").read_text())
+    llm, tower = config["hidden_size"], config["mm_hidden_size"]
+    assert tower != 192
+    with pytest.raises(CheckpointError,
+                       match=rf"projector .*mis-shaped.*checkpoint \({llm}, {tower}\) vs model \({llm}, 192\)"):
         _build("+vision=timm", "checkpoint=default", SHALLOW)
