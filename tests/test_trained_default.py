@@ -75,11 +75,11 @@ def test_heldout_questions_are_answered(pipe, heldout):
 def test_answers_come_from_the_image(pipe, heldout):
     examples, images = heldout
     shifted = images[1:] + images[:1]  # every question asked about another held-out scene
-    assert _accuracy(pipe, examples, shifted) < 0.5
+    assert _accuracy(pipe, examples, shifted) < 0.3  # measured 0.15 (the real images: 0.935)
     real = pipe.fusion
     pipe.fusion = _ZeroImageFusion(real)
     try:
-        assert _accuracy(pipe, examples[:100], images[:100]) < 0.5
+        assert _accuracy(pipe, examples, images) < 0.3  # measured 0.165
     finally:
         pipe.fusion = real
 
