@@ -6,10 +6,11 @@ disk, and a training step runs the same path generation runs -- ``vision.preproc
 ``user_text`` + ``tokenize_with_placeholders``, ``pipeline.fusion.fuse`` and the LLM -- with gradients on.
 The loss covers only the answer tokens and the closing ``<|im_end|>`` (which is what stops generation).
 
-One exactness-preserving shortcut: every training sequence starts with the same system prompt, so its causal
-prefix is computed once per step and its key/value cache repeated over the batch (:meth:`Trainer.hidden`;
-checked against the plain forward in :meth:`Trainer.check_shared_prefix`). It cuts a step's LLM cost by
-about half, which is what lets training fit in minutes on two CPU cores.
+One exactness-preserving shortcut: every training sequence starts with the same system prompt, and the
+several questions about one scene share its image tokens too, so those causal prefixes are computed once per
+step and their key/value caches repeated over the rows (:meth:`Trainer.hidden`; checked against the plain
+forward in :meth:`Trainer.check_shared_prefix`). Most of a row's tokens are prompt and image, so this is what
+lets training fit in minutes on two CPU cores.
 """
 
 from __future__ import annotations
