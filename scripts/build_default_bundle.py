@@ -14,6 +14,7 @@ embedded bundle unless asked explicitly), e.g. for loader experiments. Both use 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,21 +24,18 @@ def build_random(out: Path, seed: int, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from vita_framework import synthetic
     from vita_framework.train import bundle
 
     with initialize_config_module(config_module="vita_framework.conf", version_base="1.3"):
         cfg = compose("train/config", overrides=overrides)
     tok_dir = out.with_name(out.name + ".tokenizer")
-    n_tokens = bundle.build_tokenizer(tok_dir, bundle.tokenizer_corpus(synthetic.corpus()), int(cfg.tokenizer_vocab))
     arch = bundle.Architecture(**OmegaConf.to_container(cfg.arch, resolve=True))
-    vit, projector, llm = bundle.random_modules(arch, n_tokens, seed)
-    size = bundle.write_bundle(out, vision=vit, projector=projector, llm=llm, tokenizer_dir=tok_dir,
-                        info={"weights": "random", "seed": seed, "built_by": "scripts/build_default_bundle.py --random",
-                              "note": "untrained: answers are noise"})
-    import shutil
-
-    shutil.rmtree(tok_dir)
+    info = {"weights": "random", "seed": seed, "built_by": "scripts/build_default_bundle.py --random",
+            "note": "untrained: answers are noise"}
+    try:
+        n_tokens, size = bundle.write_random_bundle(out, tok_dir, arch, int(cfg.tokenizer_vocab), seed, info)
+    finally:
+        shutil.rmtree(tok_dir, ignore_errors=True)
     print(f"wrote {out} ({size / 1e6:.2f} MB, {n_tokens} tokens, random weights)")
 
 

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 import vita_framework
+from conftest import default_bundle_tokens_per_tile
 from vita_framework.cli import SAMPLE_IMAGE
 from vita_framework.errors import ComponentConfigError
 from vita_framework.weights import default_bundle_path
@@ -25,9 +26,8 @@ def test_llama_from_a_local_checkpoint_dir_with_the_bundle_vision(tmp_path):
     from vita_plugins._causal_lm import load_tokenizer
 
     tok = load_tokenizer(default_bundle_path())
-    bundle = json.loads((default_bundle_path() / "config.json").read_text())
-    vit = json.loads((default_bundle_path() / bundle["mm_vision_tower"] / "config.json").read_text())
-    width = bundle["hidden_size"]  # the bundle's projector is loaded too, so the Llama must match its width
+    # the bundle's projector is loaded too, so the Llama must match its width
+    width = json.loads((default_bundle_path() / "config.json").read_text())["hidden_size"]
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=96,
                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
     model.save_pretrained(tmp_path / "llama")
@@ -36,7 +36,7 @@ def test_llama_from_a_local_checkpoint_dir_with_the_bundle_vision(tmp_path):
     assert type(pipe.llm.model).__name__ == "LlamaForCausalLM"
     result = pipe.generate("What shape is red?", images=[SAMPLE_IMAGE], max_new_tokens=4)
     row = result.rows[0]
-    assert row.tokens_in["image"] == (vit["image_size"] // vit["patch_size"] // 2) ** 2 and 1 <= row.tokens_out <= 4
+    assert row.tokens_in["image"] == default_bundle_tokens_per_tile() and 1 <= row.tokens_out <= 4
     with pytest.raises(ComponentConfigError, match=r"llm\.arch=Mistral but .* holds a LlamaForCausalLM"):
         _build("llm=hf_causal_lm", f"llm.model={tmp_path / 'llama'}", "llm.arch=Mistral")
 

@@ -89,12 +89,10 @@ def default_inputs(cfg: Any) -> tuple[str | None, list[str]]:
 
 def default_bundle_note() -> str:
     """What to expect from the embedded bundle, from its ``bundle_info.json`` (so the note never goes stale)."""
+    from .train.bundle import read_info
     from .weights import default_bundle_path
 
-    try:
-        info = json.loads((default_bundle_path() / "bundle_info.json").read_text())
-    except (OSError, ValueError):
-        info = {}
+    info = read_info(default_bundle_path())
     if info.get("weights") == "trained":
         return (f"note: running the embedded tiny default bundle, trained on synthetic shapes (data "
                 f"{info.get('data', 'unknown')}): it answers questions about simple shape scenes only.")

@@ -60,7 +60,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     from vita_framework import synthetic
 
-    from .bundle import Architecture, build_tokenizer, random_modules, tokenizer_corpus, write_bundle
+    from .bundle import Architecture, write_bundle, write_random_bundle
     from .loop import Trainer, fit, generated_accuracy
     from .warmup import warm_up_vision
 
@@ -68,11 +68,8 @@ def run(cfg: Any) -> dict[str, Any]:
     out = Path(str(cfg.output_dir)).resolve()
     work = out.with_name(out.name + ".init")
     arch = Architecture(**OmegaConf.to_container(cfg.arch, resolve=True))
-    n_tokens = build_tokenizer(work / "tokenizer", tokenizer_corpus(synthetic.corpus()), int(cfg.tokenizer_vocab))
-    vit, projector, llm = random_modules(arch, n_tokens, int(cfg.seed))
-    write_bundle(work / "bundle", vision=vit, projector=projector, llm=llm, tokenizer_dir=work / "tokenizer",
-                 info={"weights": "random", "seed": int(cfg.seed)})
-    del vit, projector, llm
+    n_tokens, _ = write_random_bundle(work / "bundle", work / "tokenizer", arch, int(cfg.tokenizer_vocab),
+                                      int(cfg.seed), info={"weights": "random", "seed": int(cfg.seed)})
     pipe = _build(work / "bundle", str(cfg.device), int(cfg.seed))
     trainer = Trainer(pipe, train_vision=bool(cfg.train.vision), train_projector=bool(cfg.train.projector),
                       train_llm=bool(cfg.train.llm))

@@ -135,6 +135,18 @@ def random_modules(arch: Architecture, vocab: int, seed: int) -> tuple[Any, Any,
     return vit, projector, llm
 
 
+def write_random_bundle(out: Path, tokenizer_dir: Path, arch: Architecture, vocab_size: int, seed: int,
+                        info: dict[str, Any]) -> tuple[int, int]:
+    """Train the tokenizer into ``tokenizer_dir`` and write an untrained bundle of ``arch`` to ``out`` (the
+    trainer's starting point and ``scripts/build_default_bundle.py --random``); returns (tokens, bytes)."""
+    from vita_framework import synthetic
+
+    n_tokens = build_tokenizer(tokenizer_dir, tokenizer_corpus(synthetic.corpus()), vocab_size)
+    vit, projector, llm = random_modules(arch, n_tokens, seed)
+    size = write_bundle(out, vision=vit, projector=projector, llm=llm, tokenizer_dir=tokenizer_dir, info=info)
+    return n_tokens, size
+
+
 def vision_reference_state(model: Any) -> dict[str, Any]:
     """transformers InternVLVisionModel names -> the reference InternViT names (fused qkv)."""
     import torch

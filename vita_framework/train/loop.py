@@ -172,11 +172,13 @@ class Trainer:
 
 def _repeat_rows(cache: Any, repeats: torch.Tensor) -> None:
     """Repeat each batch row of a transformers ``DynamicCache`` ``repeats[i]`` times (differentiably)."""
+    def grow(t: torch.Tensor) -> torch.Tensor:  # one source row: a view instead of a copy
+        if repeats.numel() == 1:
+            return t.expand(int(repeats[0]), *t.shape[1:])
+        return t.repeat_interleave(repeats, dim=0)
+
     for layer in cache.layers:
-        layer.keys = layer.keys.repeat_interleave(repeats, dim=0) if repeats.numel() > 1 else \
-            layer.keys.expand(int(repeats[0]), *layer.keys.shape[1:])
-        layer.values = layer.values.repeat_interleave(repeats, dim=0) if repeats.numel() > 1 else \
-            layer.values.expand(int(repeats[0]), *layer.values.shape[1:])
+        layer.keys, layer.values = grow(layer.keys), grow(layer.values)
 
 
 def schedule(step: int, steps: int, warmup: int, min_ratio: float) -> float:
