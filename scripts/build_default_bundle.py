@@ -8,7 +8,7 @@ it trains the tiny bundle on synthetic shapes and replaces ``vita_framework/asse
 ``vita_framework/assets/sample.png`` (training takes minutes on two CPU cores). With ``--random`` it writes,
 in seconds, an untrained bundle of the trainer's architecture and tokenizer to ``--out`` (never over the
 embedded bundle unless asked explicitly), e.g. for loader experiments. Both use the VITA-1.5 layout exactly
-(``vita_framework.train.bundle.write_bundle``), so the loader that reads a real VITA-1.5 checkpoint reads them.
+(``vita_training.bundle.write_bundle``), so the loader that reads a real VITA-1.5 checkpoint reads them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def build_random(out: Path, seed: int, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from vita_framework.train import bundle
+    from vita_training import bundle
 
     with initialize_config_module(config_module="vita_framework.conf", version_base="1.3"):
         cfg = compose("train/config", overrides=overrides)

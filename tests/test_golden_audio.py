@@ -10,8 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import GOLDEN, GOLDEN_CKPT, build_cached, golden_tensors
-from vita_framework.pipeline import Request
-from vita_framework.prompt import PLACEHOLDER_IDS
+from vita_framework.request import Request
 
 CASE3 = GOLDEN / "case3_image_audio"
 VITA15_AUDIO = ("+experiment=vita15", f"checkpoint={GOLDEN_CKPT}", "dtype=float32", "device=cpu", "audio=whale",
@@ -21,11 +20,12 @@ VITA15_AUDIO = ("+experiment=vita15", f"checkpoint={GOLDEN_CKPT}", "dtype=float3
 def test_case3_image_and_audio_embeddings_match_reference():
     pipe = build_cached(*VITA15_AUDIO)
     gold = golden_tensors("case3_image_audio")
-    ids, features, _, counts = pipe.prepare(Request("", images=[CASE3 / "source.png"], audios=[CASE3 / "audio.wav"]))
+    prepared = pipe.prepare(Request("", images=[CASE3 / "source.png"], audios=[CASE3 / "audio.wav"]))
+    ids, features, counts = prepared.input_ids, prepared.features, prepared.tokens
     assert counts["audio"] == 24 and counts["image"] == 256 and counts["total"] == 526
     assert (features["audio"][0] - gold["audio_encoder_out"][0]).abs().max() <= 1e-4
     ids_t = torch.tensor([ids])
-    fused = pipe.fusion.fuse(ids_t, torch.ones_like(ids_t), pipe.llm.embed, features, PLACEHOLDER_IDS)
+    fused = pipe.fusion.fuse(ids_t, torch.ones_like(ids_t), pipe.llm.embed, features, pipe.placeholder_ids)
     assert (fused.inputs_embeds - gold["inputs_embeds"]).abs().max() <= 1e-5
 
 

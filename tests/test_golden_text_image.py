@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import GOLDEN, GOLDEN_CKPT, build_cached, golden_tensors
-from vita_framework.pipeline import Request
+from vita_framework.request import Request
 
 VITA15 = ("+experiment=vita15", f"checkpoint={GOLDEN_CKPT}", "dtype=float32", "device=cpu",
           "vision.attn_implementation=eager", "generation.max_new_tokens=20")
@@ -20,11 +20,10 @@ def pipeline():
 
 
 def _embeds(pipeline, request):
-    ids, features, _, _ = pipeline.prepare(request)
-    from vita_framework.prompt import PLACEHOLDER_IDS
-
+    prepared = pipeline.prepare(request)
+    ids, features = prepared.input_ids, prepared.features
     ids_t = torch.tensor([ids])
-    fused = pipeline.fusion.fuse(ids_t, torch.ones_like(ids_t), pipeline.llm.embed, features, PLACEHOLDER_IDS)
+    fused = pipeline.fusion.fuse(ids_t, torch.ones_like(ids_t), pipeline.llm.embed, features, pipeline.placeholder_ids)
     return ids, features, fused.inputs_embeds
 
 
@@ -51,7 +50,7 @@ def test_case2_image_path_matches_reference(pipeline):
     gold = golden_tensors("case2_image5")
     meta = json.loads((GOLDEN / "case2_image5" / "meta.json").read_text())
     source = GOLDEN / "case2_image5" / "source.png"
-    from vita_framework.inputs import load_image
+    from vita_framework.media.image import load_image
 
     batch = pipeline.vision.preprocess([load_image(source)])
     assert batch.tiles_per_item == [5]

@@ -14,8 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import GOLDEN, GOLDEN_CKPT, build_cached, golden_tensors
 from vita_framework.errors import InputError
-from vita_framework.pipeline import Request
-from vita_framework.prompt import PLACEHOLDER_IDS
+from vita_framework.request import Request
 
 CASE4 = GOLDEN / "case4_video_sf"
 VITA15_SF = ("+experiment=vita15", f"checkpoint={GOLDEN_CKPT}", "dtype=float32", "device=cpu", "fusion=slow_fast",
@@ -36,12 +35,13 @@ def test_case4_slow_fast_embeddings_match_reference(frames_dir):
     gold = golden_tensors("case4_video_sf")
     meta = json.loads((CASE4 / "meta.json").read_text())
     request = Request(meta["question"], videos=[frames_dir], video_fps=10)
-    ids, features, _, counts = pipe.prepare(request)
+    prepared = pipe.prepare(request)
+    ids, features, counts = prepared.input_ids, prepared.features, prepared.tokens
     assert [int(f.shape[0]) for f in features["image"]] == [144, 49, 49, 49, 144]
     assert (torch.cat(features["image"]) - gold["image_features_sf_concat"]).abs().max() <= 1e-5
     assert counts == {"image": 0, "video": 435, "audio": 0, "text": 260, "total": 695}
     ids_t = torch.tensor([ids])
-    fused = pipe.fusion.fuse(ids_t, torch.ones_like(ids_t), pipe.llm.embed, features, PLACEHOLDER_IDS)
+    fused = pipe.fusion.fuse(ids_t, torch.ones_like(ids_t), pipe.llm.embed, features, pipe.placeholder_ids)
     assert (fused.inputs_embeds - gold["inputs_embeds"]).abs().max() <= 1e-5
 
 
@@ -59,7 +59,7 @@ def test_case4_through_the_cli(frames_dir, tmp_path, run_env):
 
 def test_without_slow_fast_each_frame_costs_256(frames_dir):
     pipe = build_cached(*[o for o in VITA15_SF if o != "fusion=slow_fast"])
-    _, _, _, counts = pipe.prepare(Request("What?", videos=[frames_dir], video_fps=10))
+    counts = pipe.prepare(Request("What?", videos=[frames_dir], video_fps=10)).tokens
     assert counts["video"] == 5 * 256
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import CheckpointError, UnknownComponentError
 from .generation import validate_generation_options
-from .plugins import get_registry
+from .plugin_manager import get_plugins
 from .registry import BuildContext
 from .schema import validate_run_config
 from .weights import Bundle, default_bundle_path
@@ -69,15 +69,17 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     validate_run_config(cfg)
     generation = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else {}
     validate_generation_options(generation)
-    registry = get_registry()
+    plugins = get_plugins()
+    registry, modalities = plugins.registry, plugins.modalities
+    kinds = configured_kinds(cfg, modalities)
     bundle = open_checkpoint(cfg.get("checkpoint"), allow_pickle=bool(cfg.get("allow_pickle", False)))
     if bundle is None:
         warnings.warn("checkpoint=null: every component gets RANDOM weights; answers are noise", stacklevel=2)
     device = resolve_device(str(cfg.get("device", "auto")))
     ckpt_dtype = (bundle.config.get("torch_dtype") or bundle.config.get("dtype")) if bundle else None
     dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device, ckpt_dtype)
-    context = BuildContext(checkpoint=bundle, dtype=dtype, device=device,
-                           init="checkpoint" if bundle else "random")
+    claims, ignored = weight_claims(cfg, kinds, registry)
+    context = BuildContext(checkpoint=bundle, dtype=dtype, device=device, claims=claims, ignored_prefixes=ignored)
     if cfg.get("seed") is not None:
         torch.manual_seed(int(cfg.seed))
     keys: dict[str, str] = {}
@@ -98,22 +100,66 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
         return component
 
     llm = make("llm")
-    vision = projector = audio = None
-    if cfg.get("vision") is not None:
-        vision = make("vision")
-        projector = make("projector", ("vision", "llm"))
-    if cfg.get("audio") is not None:
-        audio = make("audio", ("llm",))
+    encoders = {kind: make(kind, ("llm",)) for kind in kinds if kind in modalities.encoder_kinds()}
+    projected = [m.encoder for m in modalities if m.projected and m.encoder in encoders]
+    projector = make("projector", (*projected, "llm")) if projected else None
     fusion = make("fusion")
-    limits = [getattr(getattr(getattr(llm, "model", None), "config", None), "max_position_embeddings", None)]
+    limits = [llm.context_length]
     if bundle is not None:
         limits.append(bundle.config.get("tokenizer_model_max_length"))
     limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
-    video = OmegaConf.to_container(cfg.video, resolve=True) if cfg.get("video") else {}
-    return Pipeline(llm=llm, fusion=fusion, vision=vision, projector=projector, audio=audio,
+    modality_options = {m.name: OmegaConf.to_container(cfg[m.options_key], resolve=True)
+                        for m in modalities if m.options_key and cfg.get(m.options_key)}
+    return Pipeline(llm=llm, fusion=fusion, modalities=modalities, encoders=encoders, projector=projector,
                     template=str(cfg.get("template", "qwen2p5_instruct")), generation=generation,
-                    seed=cfg.get("seed"), config=cfg, max_length=min(limits) if limits else None, video=video,
+                    max_length=min(limits) if limits else None, modality_options=modality_options,
                     reused_components=reused)
+
+
+def configured_kinds(cfg: Any, modalities: Any) -> list[str]:
+    """Component kinds the config sets (not null), in build order: llm, encoders, projector, fusion."""
+    encoders = [k for k in modalities.encoder_kinds() if cfg.get(k) is not None]
+    projected = any(m.projected and m.encoder in encoders for m in modalities)
+    return ["llm", *encoders, *(["projector"] if projected else []), "fusion"]
+
+
+def weight_claims(cfg: Any, kinds: list[str], registry: Any) -> tuple[dict[str, list[str]], list[str]]:
+    """Checkpoint prefixes each configured kind reads, and those of registered but unconfigured components.
+
+    Two configured components claiming overlapping prefixes is an error naming both packages.
+    """
+    from omegaconf import OmegaConf
+
+    from .errors import ConfigError
+
+    claims: dict[str, list[str]] = {}
+    owners: dict[str, Any] = {}
+    configured = []
+    for kind in kinds:
+        if kind == "llm":
+            continue
+        spec, options = registry.options(kind, OmegaConf.to_container(cfg[kind], resolve=True))
+        configured.append(spec)
+        claims[kind] = spec.claimed_prefixes(options)
+        for prefix in claims[kind]:
+            for other, (other_kind, other_spec) in owners.items():
+                if prefix.startswith(other) or other.startswith(prefix):
+                    raise ConfigError(
+                        f"{kind} '{spec.name}' from {spec.origin} and {other_kind} '{other_spec.name}' from "
+                        f"{other_spec.origin} both claim checkpoint tensors under '{prefix}' / '{other}'; set one "
+                        f"of them to another prefix ({kind}.weights_prefix=...)")
+            owners[prefix] = (kind, spec)
+    ignored = []
+    for spec in registry.specs():
+        if spec in configured or spec.kind == "llm":
+            continue
+        try:
+            default = spec.claimed_prefixes(spec.schema()) if spec.schema is not None else []
+        except TypeError:  # a schema with required fields has no default claim
+            default = []
+        ignored += [p for p in default if p not in ignored and not any(p.startswith(c) or c.startswith(p)
+                                                                       for cs in claims.values() for c in cs)]
+    return claims, ignored
 
 
 def _build_attributed(registry: Any, kind: str, node: Any, context: BuildContext) -> Any:

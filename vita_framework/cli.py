@@ -79,20 +79,31 @@ def _hydra_meta() -> dict[str, Any]:
         return {"choices": {}, "overrides": [], "job_num": None}
 
 
-def default_inputs(cfg: Any) -> tuple[str | None, list[str]]:
-    """The shipped sample image and default question when the user gave neither prompt nor images."""
-    prompt, images = cfg.get("prompt"), as_path_list(cfg.get("images"))
-    if prompt is None and not images and cfg.get("vision") is not None and not cfg.get("audios"):
-        return None, [str(SAMPLE_IMAGE)]
-    return prompt, images
+def request_fields(cfg: Any) -> dict[str, Any]:
+    """The request's inputs and options from the config, by the modality table's keys."""
+    from .plugin_manager import get_modalities
+
+    table = get_modalities()
+    fields: dict[str, Any] = {key: as_path_list(cfg.get(key)) for key in table.request_keys()}
+    fields.update({key: cfg.get(key) for key in table.request_options() if cfg.get(key) is not None})
+    return fields
+
+
+def default_inputs(cfg: Any) -> tuple[str | None, dict[str, Any]]:
+    """The prompt and request fields; the shipped sample image when the user gave no prompt and no input at all
+    (and a vision encoder is configured)."""
+    prompt, fields = cfg.get("prompt"), request_fields(cfg)
+    given = any(v for k, v in fields.items() if isinstance(v, list))
+    if prompt is None and not given and cfg.get("vision") is not None:
+        fields["images"] = [str(SAMPLE_IMAGE)]
+    return prompt, fields
 
 
 def default_bundle_note() -> str:
     """What to expect from the embedded bundle, from its ``bundle_info.json`` (so the note never goes stale)."""
-    from .train.bundle import read_info
-    from .weights import default_bundle_path
+    from .weights import default_bundle_path, read_bundle_info
 
-    info = read_info(default_bundle_path())
+    info = read_bundle_info(default_bundle_path())
     if info.get("weights") == "trained":
         return (f"note: running the embedded tiny default bundle, trained on synthetic shapes (data "
                 f"{info.get('data', 'unknown')}): it answers questions about simple shape scenes only.")
@@ -128,7 +139,8 @@ def _run(cfg: Any) -> dict[str, Any]:
         from .evaluation import score
 
         requests, answers = dataset
-        result = pipeline.generate_batch(requests, batch_size=int(cfg.get("batch_size", 8)), output_scores=False)
+        result = pipeline.generate_batch(requests, batch_size=int(cfg.get("batch_size", 8)), output_scores=False,
+                                         seed=_seed(cfg))
         scores = score([None if r.error else r.text for r in result.rows], answers)
         metric = str(eval_cfg.get("metric", "exact"))
         scores.update(metric=metric, score=scores[metric], dataset=str(eval_cfg.dataset))
@@ -137,12 +149,12 @@ def _run(cfg: Any) -> dict[str, Any]:
         print(f"eval: exact {scores['exact']:.3f}, contains {scores['contains']:.3f} over {scores['n']} items")
         return _write_outputs(result, build_s, pipeline, extra={"eval": scores})
     if batch is not None:
-        result = pipeline.generate_batch(batch, batch_size=int(cfg.get("batch_size", 8)), progress=True,
+        result = pipeline.generate_batch(batch, batch_size=int(cfg.get("batch_size", 8)), progress=True, seed=_seed(cfg),
                                          output_scores=want_scores)
         for i, row in enumerate(result.rows):
             print(f"[{i}] " + (f"error: {row.error}" if row.error else row.text))
         return _write_outputs(result, build_s, pipeline)
-    prompt, images = default_inputs(cfg)
+    prompt, fields = default_inputs(cfg)
     streamer = None
     if cfg.get("stream", True):
         from transformers import TextStreamer
@@ -150,14 +162,16 @@ def _run(cfg: Any) -> dict[str, Any]:
         streamer = TextStreamer(pipeline.llm.tokenizer, skip_prompt=True, skip_special_tokens=True)
     if cfg.get("checkpoint") == "default":
         print(default_bundle_note(), file=sys.stderr)
-    result = pipeline.generate(
-        prompt, images=images, audios=as_path_list(cfg.get("audios")), videos=as_path_list(cfg.get("videos")),
-        video_fps=cfg.get("video_fps"), streamer=streamer,
-        output_scores=want_scores,
-    )
+    result = pipeline.generate(prompt, streamer=streamer, output_scores=want_scores, seed=_seed(cfg), **fields)
     if streamer is None:
         print(result.text)
     return _write_outputs(result, build_s, pipeline)
+
+
+def _seed(cfg: Any) -> int | None:
+    """The CLI is reproducible: every call generates with the run's ``seed`` (None: fresh randomness)."""
+    seed = cfg.get("seed")
+    return None if seed is None else int(seed)
 
 
 def _write_outputs(result: Any, build_s: float, pipeline: Any, extra: dict[str, Any] | None = None

@@ -42,3 +42,23 @@ class InputError(VitaError):
 
 class CheckpointError(VitaError):
     """A checkpoint directory is missing files or holds tensors that do not fit."""
+
+
+class DuplicateModalityError(VitaError):
+    """Two plugins registered modalities with the same name, marker, request key or placeholder id."""
+
+
+class ContractError(VitaError):
+    """A plugin's component lacks a member its kind's contract requires (see ``vita_framework.contracts``)."""
+
+
+class ValidationErrors(ConfigError):
+    """Several problems found while validating a run before anything was loaded; all are listed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            super().__init__(f"{len(self.problems)} problems in the configuration:\n{lines}")

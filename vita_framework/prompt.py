@@ -1,8 +1,9 @@
-"""Chat templates and placeholder expansion (spec §2).
+"""Chat templates, the user turn's layout, and placeholder expansion (spec §2), for any registered modality.
 
-The prompt is rendered as text with ``<image>`` / ``<audio>`` markers, split on those markers, each text
-chunk tokenised on its own (so BPE merges never cross a placeholder, as in the reference), and each marker
-expanded to exactly as many placeholder ids as its item has feature rows.
+The user turn is laid out with one *stream marker* per segment (``<image>`` per tile or frame, ``<audio>`` per
+clip), the chat template renders it, and the rendered text is split on the stream markers with each text chunk
+tokenised on its own, once (so BPE merges never cross a placeholder, as in the reference). After encoding, each
+marker becomes exactly as many placeholder ids as its segment has feature rows.
 """
 
 from __future__ import annotations
@@ -11,14 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
-
-IMAGE_MARKER = "<image>"
-AUDIO_MARKER = "<audio>"
-VIDEO_MARKER = "<video>"
-IMAGE_PLACEHOLDER = -200
-AUDIO_PLACEHOLDER = -500
-PLACEHOLDER_IDS = {"image": IMAGE_PLACEHOLDER, "audio": AUDIO_PLACEHOLDER}
+from .errors import ConfigError, InputError
+from .modalities import Modality, ModalityTable
 
 _SYSTEM_BASE = (
     "You are an AI robot and your name is VITA. \n"
@@ -45,7 +40,7 @@ class ChatTemplate:
     system_by_modality: dict[str, str]
 
     def render(self, user_text: str, modality: str, tokenizer: Any = None) -> str:
-        system = self.system_by_modality[modality]
+        system = self.system_by_modality.get(modality, self.system_by_modality["lang"])
         return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user_text}<|im_end|>\n"
                 "<|im_start|>assistant\n")
 
@@ -58,8 +53,6 @@ class TokenizerChatTemplate:
 
     def render(self, user_text: str, modality: str, tokenizer: Any = None) -> str:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            from .errors import ConfigError
-
             raise ConfigError("template=tokenizer needs a tokenizer with a chat_template; "
                               "use template=qwen2p5_instruct or a tokenizer that ships one")
         return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
@@ -81,64 +74,94 @@ def get_template(name: str) -> ChatTemplate | TokenizerChatTemplate:
     try:
         return TEMPLATES[name]
     except KeyError:
-        from .errors import ConfigError
-
         raise ConfigError(f"unknown template '{name}'; available: {', '.join(sorted(TEMPLATES))}") from None
 
 
-def user_text(question: str, image_tiles: list[int], video_frames: list[int], n_audios: int) -> str:
-    """The user turn with one marker per tile / frame / clip, as the reference demo places them.
+def layout_user_text(question: str, segments: dict[str, list[int]], table: ModalityTable
+                     ) -> tuple[str, dict[str, list[tuple[str, int]]]]:
+    """The user turn with one stream marker per segment, and each stream's items in prompt order.
 
-    Without markers in ``question``: all image tiles, then all video frames, then ``\\n`` + question, then
-    one ``<audio>`` per clip. With markers the user placed: one ``<image>`` per image, ``<video>`` per video
-    and ``<audio>`` per clip, each checked against the inputs given and expanded in place.
+    ``segments`` maps each present modality to its segments per item. Without markers in ``question``, as the
+    reference demo: the items of "before" modalities (image tiles, then video frames), ``\n``, the question, then
+    the items of "after" modalities (audio clips). With markers the user placed (one per item, e.g. ``<image>``,
+    ``<video>``, ``<audio>``), each is checked against the items given and expanded in place.
     """
-    counts = {IMAGE_MARKER: question.count(IMAGE_MARKER), VIDEO_MARKER: question.count(VIDEO_MARKER),
-              AUDIO_MARKER: question.count(AUDIO_MARKER)}
-    if not any(counts.values()):
-        visual = IMAGE_MARKER * (sum(image_tiles) + sum(video_frames))
-        text = (visual + "\n" + question) if visual else question
-        return text + AUDIO_MARKER * n_audios
-    expected = {IMAGE_MARKER: len(image_tiles), VIDEO_MARKER: len(video_frames), AUDIO_MARKER: n_audios}
-    for marker, found in counts.items():
-        if found != expected[marker]:
-            noun = {IMAGE_MARKER: "images", VIDEO_MARKER: "videos", AUDIO_MARKER: "audios"}[marker]
+    stream_marker = table.stream_markers()
+    order: dict[str, list[tuple[str, int]]] = {}
+
+    def expansion(modality: Modality, index: int) -> str:
+        order.setdefault(modality.stream, []).append((modality.name, index))
+        return stream_marker[modality.stream] * segments[modality.name][index]
+
+    found = {m.name: question.count(m.marker) for m in table}
+    if not any(found.values()):
+        def run(position: str) -> str:
+            return "".join(expansion(m, i) for m in table if m.position == position
+                           for i in range(len(segments.get(m.name, []))))
+
+        before = run("before")
+        text = (before + "\n" + question) if before else question
+        return text + run("after"), order
+    for m in table:
+        given = len(segments.get(m.name, []))
+        if found[m.name] != given:
             raise InputError(
-                f"the prompt has {found} {marker} marker(s) but {expected[marker]} {noun} were given; "
-                f"use one {marker} per item, or none and let the template place them"
-            )
-    tiles = iter(image_tiles)
-    frames = iter(video_frames)
-    text = re.sub(re.escape(IMAGE_MARKER), lambda _: IMAGE_MARKER * next(tiles), question)
-    return re.sub(re.escape(VIDEO_MARKER), lambda _: IMAGE_MARKER * next(frames), text)
+                f"the prompt has {found[m.name]} {m.marker} marker(s) but {given} {m.request_key} were given; "
+                f"use one {m.marker} per item, or none and let the template place them")
+    by_marker = {m.marker: m for m in table}
+    counters: dict[str, int] = {}
+
+    def expand(match: re.Match) -> str:
+        modality = by_marker[match.group(0)]
+        index = counters.get(modality.name, 0)
+        counters[modality.name] = index + 1
+        return expansion(modality, index)
+
+    return re.sub(_alternation(by_marker), expand, question), order
 
 
-def modality_of(has_images: bool, has_videos: bool) -> str:
-    if has_videos:
-        return "video"
-    return "image" if has_images else "lang"
+def system_prompt_key(present: list[Modality]) -> str:
+    """The template's system prompt for the present modalities: the highest-priority choice, else ``lang``."""
+    choosing = [m for m in present if m.system_prompt]
+    return max(choosing, key=lambda m: m.system_priority).system_prompt if choosing else "lang"
 
 
-def tokenize_with_placeholders(tokenizer, prompt: str, image_tokens: list[int], audio_tokens: list[int]) -> list[int]:
-    """Token ids with every marker expanded to N placeholder ids (N from the item's feature rows).
+class PromptTokens:
+    """A rendered prompt tokenised once: text chunks as ids, and one slot per stream marker, in order."""
 
-    ``image_tokens`` has one entry per ``<image>`` marker in order (a tile or a frame), ``audio_tokens`` one
-    per ``<audio>``.
-    """
-    ids: list[int] = []
-    images, audios = iter(image_tokens), iter(audio_tokens)
-    n_img = prompt.count(IMAGE_MARKER)
-    n_aud = prompt.count(AUDIO_MARKER)
-    if n_img != len(image_tokens) or n_aud != len(audio_tokens):
-        raise InputError(
-            f"the prompt has {n_img} <image> and {n_aud} <audio> markers but {len(image_tokens)} image tiles "
-            f"and {len(audio_tokens)} audio clips were encoded"
-        )
-    for chunk in re.split(r"(<audio>|<image>)", prompt):
-        if chunk == IMAGE_MARKER:
-            ids.extend([IMAGE_PLACEHOLDER] * next(images))
-        elif chunk == AUDIO_MARKER:
-            ids.extend([AUDIO_PLACEHOLDER] * next(audios))
-        elif chunk:
-            ids.extend(tokenizer(chunk, add_special_tokens=False).input_ids)
-    return ids
+    def __init__(self, tokenizer: Any, text: str, stream_markers: dict[str, str]) -> None:
+        stream_of = {marker: stream for stream, marker in stream_markers.items()}
+        self.parts: list[list[int] | str] = []
+        for chunk in re.split(f"({_alternation(stream_of)})", text):
+            if chunk in stream_of:
+                self.parts.append(stream_of[chunk])
+            elif chunk:
+                self.parts.append(list(tokenizer(chunk, add_special_tokens=False).input_ids))
+
+    @property
+    def text_tokens(self) -> int:
+        return sum(len(p) for p in self.parts if isinstance(p, list))
+
+    def slots(self, stream: str) -> int:
+        return sum(1 for p in self.parts if p == stream)
+
+    def ids(self, rows: dict[str, list[int]], placeholder_ids: dict[str, int]) -> list[int]:
+        """Ids with the k-th marker of each stream expanded to ``rows[stream][k]`` placeholder ids."""
+        for stream in placeholder_ids:
+            if self.slots(stream) != len(rows.get(stream, [])):
+                raise InputError(f"the prompt has {self.slots(stream)} {stream} marker(s) but "
+                                 f"{len(rows.get(stream, []))} {stream} segments were encoded")
+        counters = dict.fromkeys(placeholder_ids, 0)
+        ids: list[int] = []
+        for part in self.parts:
+            if isinstance(part, list):
+                ids.extend(part)
+            else:
+                ids.extend([placeholder_ids[part]] * rows[part][counters[part]])
+                counters[part] += 1
+        return ids
+
+
+def _alternation(markers: Any) -> str:
+    """A regex matching any of ``markers`` (longest first, so no marker shadows a longer one)."""
+    return "|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True))

@@ -1,8 +1,9 @@
-"""The component registry: kind -> name -> factory, schema and the plugin that supplied it.
+"""The component registry: kind -> name -> factory, schema, claims and the plugin that supplied it.
 
-Every component is attributed to its plugin and distribution, so a duplicate or unknown name is reported
-with what is available and where it came from. ``build`` validates a config node against the registered
-schema before calling the factory, so option typos fail with the full key before any model work.
+Every component is attributed to its plugin and distribution, so a duplicate or unknown name is reported with
+what is available and where it came from. ``options`` validates a config node against the registered schema
+without building anything (the run validator uses it before any weights are read); ``build`` calls the factory
+and checks the result against its kind's contract.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ComponentConfigError, ConfigError, DuplicateComponentError, UnknownComponentError
-from .hookspecs import HOOKS_BY_KIND
+from .contracts import missing_members
+from .errors import (
+    ComponentConfigError,
+    ConfigError,
+    ContractError,
+    DuplicateComponentError,
+    UnknownComponentError,
+)
 
 Factory = Callable[[Any, "BuildContext"], Any]
 
@@ -31,38 +38,52 @@ class ComponentSpec:
     plugin: str
     package: str
     version: str
+    claims: Callable[[Any], list[str]] | None = None
 
     @property
     def origin(self) -> str:
         return f"plugin '{self.plugin}' ({self.package} {self.version})"
+
+    def claimed_prefixes(self, options: Any) -> list[str]:
+        """Checkpoint key prefixes this component reads, for its validated ``options``."""
+        if self.claims is not None:
+            return [str(p) for p in self.claims(options) if p]
+        prefix = getattr(options, "weights_prefix", None) if not isinstance(options, dict) \
+            else options.get("weights_prefix")
+        return [str(prefix)] if prefix else []
 
 
 @dataclass
 class BuildContext:
     """What a factory may need besides its own options.
 
-    ``checkpoint`` is the opened bundle (or None for random init), ``components`` holds the components
-    built so far (the LLM is built first, then vision and audio, then the projector), so dimensions are
-    derived from built parts rather than repeated in YAML.
+    ``checkpoint`` is the opened bundle (or None for random init); ``components`` holds the components built so
+    far (the LLM first, then encoders, then the projector), so dimensions are derived from built parts rather
+    than repeated in YAML. ``claims`` maps each configured kind to the checkpoint prefixes it reads, and
+    ``ignored_prefixes`` holds prefixes of registered components that are not configured (their tensors are
+    left unread); the LLM takes every other tensor.
     """
 
     checkpoint: Any = None
     dtype: str = "float32"
     device: str = "cpu"
-    init: str = "checkpoint"
     components: dict[str, Any] = field(default_factory=dict)
+    claims: dict[str, list[str]] = field(default_factory=dict)
+    ignored_prefixes: list[str] = field(default_factory=list)
 
 
 class Registry:
-    """Components by kind and name."""
+    """Components by kind and name; ``contracts`` maps each kind to the Protocols its components satisfy."""
 
-    def __init__(self) -> None:
-        self._specs: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in HOOKS_BY_KIND}
+    def __init__(self, contracts: Mapping[str, list[type]]) -> None:
+        self.contracts = {kind: list(protos) for kind, protos in contracts.items()}
+        self._specs: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in self.contracts}
 
     # -- filling -------------------------------------------------------------------------------------
     def add(self, spec: ComponentSpec) -> None:
         if spec.kind not in self._specs:
-            raise ConfigError(f"unknown component kind '{spec.kind}'; kinds are {sorted(self._specs)}")
+            raise ConfigError(f"{spec.origin} registered a component of unknown kind '{spec.kind}'; kinds are "
+                              f"{', '.join(self._specs)} (a modality's encoder kind must be registered first)")
         if not spec.name or not isinstance(spec.name, str):
             raise ConfigError(f"{spec.origin} registered a {spec.kind} with an empty or non-string name")
         if spec.schema is not None and not dataclasses.is_dataclass(spec.schema):
@@ -84,7 +105,7 @@ class Registry:
 
     def specs(self, kind: str | None = None) -> list[ComponentSpec]:
         kinds = [kind] if kind else list(self._specs)
-        return [spec for k in kinds for spec in self._specs[k].values()]
+        return [spec for k in kinds for spec in self._specs.get(k, {}).values()]
 
     def get(self, kind: str, name: str) -> ComponentSpec:
         try:
@@ -99,7 +120,7 @@ class Registry:
             "A plugin package may provide it: see `python -m vita_framework.plugins`."
         )
 
-    # -- building ------------------------------------------------------------------------------------
+    # -- validating and building -----------------------------------------------------------------------
     def options(self, kind: str, node: Mapping[str, Any], key: str | None = None) -> tuple[ComponentSpec, Any]:
         """Validate ``node`` (``{component: name, ...kwargs}``) and return the spec and typed options."""
         key = key or kind
@@ -115,7 +136,20 @@ class Registry:
 
     def build(self, kind: str, node: Mapping[str, Any], context: BuildContext, key: str | None = None) -> Any:
         spec, options = self.options(kind, node, key)
-        return spec.factory(options, context)
+        component = spec.factory(options, context)
+        self.check(spec, component)
+        return component
+
+    def check(self, spec: ComponentSpec, component: Any) -> None:
+        """The built ``component`` must have every member of its kind's contracts."""
+        missing = missing_members(component, self.contracts.get(spec.kind, []))
+        if missing:
+            names = ", ".join(p.__name__ for p in self.contracts[spec.kind])
+            raise ContractError(
+                f"{spec.kind} '{spec.name}' from {spec.origin} built a {type(component).__name__} that lacks "
+                f"{', '.join(repr(m) for m in missing)} required by {names} (vita_framework.contracts); "
+                "add the member(s) to the component or ask its author to"
+            )
 
 
 def validate_options(spec: ComponentSpec, kwargs: dict[str, Any], key: str) -> Any:
@@ -146,10 +180,8 @@ def validate_options(spec: ComponentSpec, kwargs: dict[str, Any], key: str) -> A
 
 
 def _plain(node: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        return node
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=True)
     return node

@@ -1,4 +1,8 @@
-"""Batch requests from JSONL: every malformed line is reported, with its number, before any model work."""
+"""Batch requests from JSONL: every malformed line is reported, with its number, before any model work.
+
+The valid keys come from the modality table (``images``, ``videos``, ``video_fps``, a plugin modality's key),
+plus ``prompt`` and ``id``, so a new modality needs no change here.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +11,42 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .pipeline import Request
-
-FIELDS = {"prompt", "images", "audios", "videos", "video_fps", "id"}
-LIST_FIELDS = ("images", "audios", "videos")
+from .modalities import ModalityTable
+from .request import Request
 
 
-def parse_request(obj: Any) -> Request:
+def parse_request(obj: Any, table: ModalityTable | None = None) -> Request:
     """One JSON object -> a Request; raises ValueError with what is wrong (the caller adds the line)."""
+    if table is None:
+        from .plugin_manager import get_modalities
+
+        table = get_modalities()
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - FIELDS)
+    keys, options = table.request_keys(), table.request_options()
+    valid = {"prompt", "id", *keys, *options}
+    unknown = sorted(set(obj) - valid)
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown}; valid keys: {sorted(FIELDS)}")
+        raise ValueError(f"unknown key(s) {unknown}; valid keys: {sorted(valid)}")
     prompt = obj.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise ValueError("'prompt' must be a string")
-    lists = {}
-    for key in LIST_FIELDS:
+    inputs: dict[str, list[Any]] = {}
+    for key, modality in keys.items():
         value = obj.get(key, [])
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"'{key}' must be a list of file paths")
-        lists[key] = value
-    fps = obj.get("video_fps")
-    if fps is not None and (not isinstance(fps, (int, float)) or fps <= 0):
-        raise ValueError("'video_fps' must be a positive number")
-    if prompt is None and not any(lists.values()):
+        if value:
+            inputs[modality.name] = value
+    extra = {key: obj[key] for key in options if obj.get(key) is not None}
+    for key, value in extra.items():  # the modality's loader checks the value itself
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"'{key}' must be a single value, not {type(value).__name__}")
+    if prompt is None and not inputs:
         raise ValueError("a request needs a 'prompt' or at least one input file")
-    return Request(prompt, lists["images"], lists["audios"], lists["videos"], fps)
+    return Request(prompt, inputs=inputs, options=extra, id=obj.get("id"))
 
 
 def read_requests(path: str | Path) -> list[Request]:

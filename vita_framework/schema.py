@@ -2,7 +2,8 @@
 
 Hydra accepts ``+anything=value`` as a new key, so a typo such as ``+vison=internvit`` would silently do
 nothing. ``validate_run_config`` rejects unknown top-level keys with a did-you-mean, and checks the values
-whose mistakes would otherwise surface deep inside torch (dtype, device, input lists).
+whose mistakes would otherwise surface deep inside torch (dtype, device, input lists). The modality keys
+(``images``, ``video``, ``vision``, a plugin's own) come from the modality table.
 """
 
 from __future__ import annotations
@@ -13,35 +14,53 @@ from typing import Any
 
 from .errors import ConfigError
 
-COMPONENT_GROUPS = ("vision", "audio", "projector", "fusion", "llm")
+CORE_GROUPS = ("projector", "fusion", "llm")
 RUN_KEYS = (
-    "checkpoint", "template", "prompt", "images", "audios", "videos", "video_fps", "requests", "batch_size",
-    "dtype", "device", "seed", "stream", "output", "generation", "experiment", "allow_pickle", "video", "eval",
+    "checkpoint", "template", "prompt", "requests", "batch_size", "dtype", "device", "seed", "stream", "output",
+    "generation", "experiment", "allow_pickle", "eval",
 )
-ALLOWED_KEYS = frozenset(COMPONENT_GROUPS + RUN_KEYS)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 OUTPUT_KEYS = frozenset({"scores"})
 EVAL_KEYS = frozenset({"dataset", "metric", "max_items"})
-VIDEO_KEYS = frozenset({"frames_per_second", "max_frames", "min_frames"})
+
+
+def component_groups() -> tuple[str, ...]:
+    """Config groups naming a component: every encoder kind of the modality table, then the core kinds."""
+    from .plugin_manager import get_modalities
+
+    return (*get_modalities().encoder_kinds(), *CORE_GROUPS)
+
+
+def allowed_keys() -> frozenset[str]:
+    from .plugin_manager import get_modalities
+
+    table = get_modalities()
+    return frozenset((*component_groups(), *RUN_KEYS, *table.request_keys(), *table.request_options(),
+                      *table.options_keys()))
 
 
 def validate_run_config(cfg: Any) -> None:
     """Raise ConfigError for unknown top-level keys or invalid run values."""
+    from .plugin_manager import get_modalities
+
+    table = get_modalities()
+    groups = component_groups()
+    allowed = allowed_keys()
     keys = [k for k in cfg if k != "hydra"]
     for key in keys:
-        if key in ALLOWED_KEYS:
+        if key in allowed:
             continue
-        close = difflib.get_close_matches(str(key), sorted(ALLOWED_KEYS), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
         value = cfg.get(key)
-        if close and close[0] in (*COMPONENT_GROUPS, "experiment"):
+        if close and close[0] in (*groups, "experiment"):
             hint = f" Did you mean '+{close[0]}={value}'?"
         elif close:
             hint = f" Did you mean '{close[0]}={value}'?"
         else:
             hint = ""
         raise ConfigError(
-            f"unknown config key '{key}'.{hint} Valid top-level keys: {', '.join(sorted(ALLOWED_KEYS))}"
+            f"unknown config key '{key}'.{hint} Valid top-level keys: {', '.join(sorted(allowed))}"
         )
     dtype = cfg.get("dtype", "auto")
     if dtype not in DTYPES:
@@ -49,7 +68,7 @@ def validate_run_config(cfg: Any) -> None:
     device = str(cfg.get("device", "auto"))
     if not _DEVICE.match(device):
         raise ConfigError(f"device={device} is not understood; use auto, cpu, cuda or cuda:N")
-    for key in ("images", "audios", "videos"):
+    for key in table.request_keys():
         value = cfg.get(key)
         if value is not None and not isinstance(value, str) and not _is_sequence(value):
             raise ConfigError(f"{key} must be a list of file paths, e.g. {key}=[a.png,b.png]; got {value!r}")
@@ -57,12 +76,8 @@ def validate_run_config(cfg: Any) -> None:
     for key in output:
         if key not in OUTPUT_KEYS:
             raise ConfigError(f"unknown config key 'output.{key}'; valid: {', '.join(sorted(OUTPUT_KEYS))}")
-    video = cfg.get("video") or {}
-    for key in video:
-        if key not in VIDEO_KEYS:
-            raise ConfigError(f"unknown config key 'video.{key}'; valid: {', '.join(sorted(VIDEO_KEYS))}")
-    if video and not (1 <= int(video.get("min_frames", 1)) <= int(video.get("max_frames", 1))):
-        raise ConfigError("video.min_frames and video.max_frames must satisfy 1 <= min_frames <= max_frames")
+    for key, modality in table.options_keys().items():
+        validate_modality_options(cfg.get(key), key, modality.options_schema)
     eval_cfg = cfg.get("eval") or {}
     for key in eval_cfg:
         if key not in EVAL_KEYS:
@@ -72,12 +87,35 @@ def validate_run_config(cfg: Any) -> None:
     batch_size = cfg.get("batch_size", 1)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
-    for group in COMPONENT_GROUPS:
+    for group in groups:
         node = cfg.get(group)
         if node is not None and (not hasattr(node, "keys") or "component" not in node):
             raise ConfigError(
                 f"'{group}' must name a component (e.g. +{group}=<option> from conf/{group}/); got {node!r}"
             )
+
+
+def validate_modality_options(node: Any, key: str, schema: type | None) -> Any:
+    """A modality's option node (``video``) against its schema: unknown keys and wrong types, with the key."""
+    if node is None or schema is None:
+        return node
+    import dataclasses
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    fields = sorted(f.name for f in dataclasses.fields(schema))
+    for name in node:
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), fields, n=1)
+            hint = f" Did you mean '{key}.{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{key}.{name}'.{hint} Valid: {', '.join(fields)}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"invalid value for '{key}.{getattr(exc, 'full_key', '')}': {exc.msg}") from None
+    except ValueError as exc:  # the schema's own cross-field check (__post_init__)
+        raise ConfigError(f"invalid '{key}': {exc}") from None
 
 
 def as_path_list(value: Any) -> list[str]:

@@ -14,7 +14,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 class VitaSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from .plugins import conf_packages
+        from .plugin_manager import conf_packages
 
         for dist, package in conf_packages():
             search_path.append(provider=f"vita-plugin:{dist}", path=f"pkg://{package}")
@@ -35,7 +35,7 @@ def option_origin(group: str, option: str) -> str | None:
     """The distribution whose config package ships ``<group>/<option>.yaml`` (None: a built-in option)."""
     from importlib import resources
 
-    from .plugins import conf_packages
+    from .plugin_manager import conf_packages
 
     for dist, package in conf_packages():
         try:

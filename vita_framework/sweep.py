@@ -13,7 +13,12 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-SUMMARY_CHOICES = ("vision", "audio", "projector", "fusion", "llm", "generation")
+
+def summary_choices() -> tuple[str, ...]:
+    """The config groups a summary shows: every component group (the modality table's encoders included)."""
+    from .schema import component_groups
+
+    return (*component_groups(), "generation")
 
 
 def job_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +31,7 @@ def job_summary(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "job": result.get("job_num"),
         "status": result.get("status", "ok"),
-        "choices": {k: choices.get(k) for k in SUMMARY_CHOICES if k in choices},
+        "choices": {k: choices.get(k) for k in summary_choices() if k in choices},
         "overrides": result.get("overrides", []),
         "tokens_in": sum((r.get("tokens_in") or {}).get("total", 0) for r in ok_rows),
         "tokens_out": sum(r.get("tokens_out", 0) for r in ok_rows),

@@ -22,12 +22,6 @@ INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
-#: Key prefixes of the VITA-1.5 layout.
-VISION_PREFIX = "model.vision_tower.vision_tower."
-PROJECTOR_PREFIX = "model.mm_projector."
-AUDIO_PREFIX = "model.audio_encoder."
-NON_LLM_PREFIXES = (VISION_PREFIX, PROJECTOR_PREFIX, AUDIO_PREFIX)
-
 
 def default_bundle_path() -> Path:
     """The tiny bundle shipped inside the package."""
@@ -138,6 +132,14 @@ class Bundle:
         return resolve_local_dir(str(value), base=self.path, what=f"{config_key} of {self.path}")
 
 
+def read_bundle_info(bundle: str | os.PathLike) -> dict[str, Any]:
+    """A bundle's ``bundle_info.json`` (how its weights were made; {} when absent or unreadable)."""
+    try:
+        return json.loads((Path(bundle) / "bundle_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def resolve_local_dir(value: str, *, base: Path, what: str) -> Path:
     candidates = [base / value, Path(value).expanduser()]
     for candidate in candidates:
@@ -199,3 +201,10 @@ def load_into(module: Any, state: dict[str, Any], *, what: str, ignore_missing: 
     if problems:
         raise CheckpointError(f"{what}: " + "; ".join(problems))
     module.load_state_dict(state, strict=False, assign=True)
+
+
+def unclaimed_state(bundle: Bundle, context: Any) -> dict[str, Any]:
+    """The tensors no configured component claims and no unconfigured registered component would read: the
+    LLM's share of the bundle (design.md §6: components own their weights, the LLM takes what remains)."""
+    claimed = tuple(p for prefixes in context.claims.values() for p in prefixes)
+    return bundle.load("", exclude=claimed + tuple(context.ignored_prefixes))

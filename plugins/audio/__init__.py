@@ -1,0 +1,1 @@
+"""Built-in audio plugins (one folder per component)."""

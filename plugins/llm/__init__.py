@@ -1,0 +1,1 @@
+"""Built-in llm plugins (one folder per component)."""

@@ -1,0 +1,36 @@
+"""Any transformers causal LM as the backbone (Llama, Mistral, Gemma2, Phi3, Qwen2, ...).
+
+From a standard checkpoint directory (``llm.model``), from the bundle's LLM tensors (``checkpoint=``), or,
+for experiments, randomly initialised from ``llm.config`` (fields of ``<arch>Config``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vita_framework.hookspecs import hookimpl
+
+
+@dataclass
+class HFCausalLMOptions:
+    arch: str | None = None        # class prefix: Llama -> LlamaForCausalLM; None: from llm.model's config
+    model: str | None = None       # a local transformers checkpoint dir (or a hub id in the local cache)
+    tokenizer: str | None = None   # default: llm.model's, else the bundle's (or the embedded bundle's)
+    attn_implementation: str = "sdpa"
+    device_map: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # random init / bundle: <arch>Config fields
+
+
+def build_hf_causal_lm(options: HFCausalLMOptions, context: Any) -> Any:
+    from vita_framework.causal_lm import CausalLMBackbone
+
+    if options.model:
+        return CausalLMBackbone.from_pretrained_dir(options, context)
+    return CausalLMBackbone.from_options(options, context, arch_name=options.arch, random_config=options.config)
+
+
+@hookimpl
+def vita_register_llm_backbones(register):
+    register("hf_causal_lm", build_hf_causal_lm, schema=HFCausalLMOptions,
+             description="any transformers <arch>ForCausalLM: local dir, bundle tensors, or random init")

@@ -1,0 +1,41 @@
+"""Qwen2 LLM backbone: transformers ``Qwen2ForCausalLM`` + its tokenizer, loaded from a VITA bundle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vita_framework.hookspecs import hookimpl
+
+
+@dataclass
+class Qwen2Arch:
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vocab_size: int | None = None
+    rope_theta: float = 1e6
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 32768
+
+
+@dataclass
+class Qwen2Options:
+    attn_implementation: str = "sdpa"
+    device_map: str | None = None
+    tokenizer: str | None = None  # tokenizer dir; default: the checkpoint's (or the embedded bundle's)
+    arch: Qwen2Arch = field(default_factory=Qwen2Arch)
+
+
+def build_qwen2(options: Qwen2Options, context: Any) -> Any:
+    from vita_framework.causal_lm import CausalLMBackbone
+
+    return CausalLMBackbone.from_options(options, context, arch_name="Qwen2", random_config=vars(options.arch))
+
+
+@hookimpl
+def vita_register_llm_backbones(register):
+    register("qwen2", build_qwen2, schema=Qwen2Options,
+             description="Qwen2ForCausalLM from the bundle (vocab shrunk to the tokenizer), generate(inputs_embeds)")

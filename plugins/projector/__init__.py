@@ -1,0 +1,1 @@
+"""Built-in projector plugins (one folder per component)."""

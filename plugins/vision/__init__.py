@@ -1,0 +1,1 @@
+"""Built-in vision plugins (one folder per component)."""

@@ -1,0 +1,48 @@
+"""InternViT vision encoder (VITA-1.5's tower), built on transformers' ``InternVLVisionModel``.
+
+Per 448 tile: the last layer's tokens with CLS dropped, multiplied by 0.5 (a quirk of VITA-1.5 that its
+trained weights expect), then the 2x2 pixel shuffle -> 256 tokens of width 4*C. Images are tiled with
+``GotOcr2ImageProcessorPil`` (the Pil class: the torchvision backend is ~2 u8 levels off the reference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vita_framework.hookspecs import hookimpl
+
+
+@dataclass
+class InternViTArch:
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 128
+    image_size: int = 448
+    patch_size: int = 14
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass
+class InternViTOptions:
+    max_tiles: int = 12
+    min_tiles: int = 1
+    select_layer: int = -1
+    downsample_ratio: float = 0.5
+    feature_scale: float = 0.5
+    attn_implementation: str = "sdpa"
+    weights_prefix: str = "model.vision_tower.vision_tower."
+    arch: InternViTArch = field(default_factory=InternViTArch)
+
+
+def build_internvit(options: InternViTOptions, context) -> Any:
+    from .model import InternViTEncoder
+
+    return InternViTEncoder.from_options(options, context)
+
+
+@hookimpl
+def vita_register_vision_encoders(register):
+    register("internvit", build_internvit, schema=InternViTOptions,
+             description="InternViT + x0.5 + 2x2 pixel shuffle, 256 tokens per 448 tile (VITA-1.5)")

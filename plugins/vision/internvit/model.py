@@ -1,0 +1,172 @@
+"""The InternViT encoder module (heavy: imported only when the component is built)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vita_framework.contracts import VisionBatch
+from vita_framework.devices import torch_dtype
+from vita_framework.errors import CheckpointError, ConfigError, InputError
+from vita_framework.ops import pixel_shuffle
+from vita_framework.weights import load_into, read_json
+
+from .keymap import from_reference, to_reference
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _arch_from_reference(path: Path) -> dict[str, Any]:
+    cfg = read_json(path / "config.json")
+    try:
+        return {
+            "hidden_size": cfg["hidden_size"], "num_hidden_layers": cfg["num_hidden_layers"],
+            "num_attention_heads": cfg["num_attention_heads"], "intermediate_size": cfg["intermediate_size"],
+            "image_size": cfg.get("image_size", 448), "patch_size": cfg.get("patch_size", 14),
+            "layer_norm_eps": cfg.get("layer_norm_eps", 1e-6), "hidden_act": cfg.get("hidden_act", "gelu"),
+            "attention_bias": cfg.get("qkv_bias", True), "use_qk_norm": cfg.get("qk_normalization", False),
+            "norm_type": cfg.get("norm_type", "layer_norm"),
+        }
+    except KeyError as exc:
+        raise CheckpointError(f"'{path / 'config.json'}' lacks the InternViT key {exc}") from None
+
+
+class InternViTEncoder(nn.Module):
+    """InternViT tower + VITA's feature post-processing, with tiling and frame preprocessing."""
+
+    def __init__(self, model: nn.Module, options: Any, image_size: int, patch_size: int,
+                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.options = options
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        ratio = options.downsample_ratio
+        grid = image_size // patch_size
+        self.tokens_per_tile = int(round((grid * ratio) ** 2))
+        self.hidden_size = int(round(model.config.hidden_size / (ratio * ratio)))
+        self._tiler = None
+        self._framer = None
+
+    @classmethod
+    def from_options(cls, options: Any, context: Any) -> InternViTEncoder:
+        from transformers import InternVLVisionConfig, InternVLVisionModel
+
+        if options.min_tiles < 1 or options.max_tiles < options.min_tiles:
+            raise ConfigError(
+                f"vision.min_tiles={options.min_tiles} and vision.max_tiles={options.max_tiles} must satisfy "
+                "1 <= min_tiles <= max_tiles"
+            )
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        bundle = context.checkpoint
+        if bundle is not None:
+            vdir = bundle.resolve("mm_vision_tower")
+            arch = _arch_from_reference(vdir)
+            proc_file = vdir / "preprocessor_config.json"
+            if proc_file.is_file():
+                proc = read_json(proc_file)
+                mean = tuple(proc.get("image_mean", mean))
+                std = tuple(proc.get("image_std", std))
+        else:
+            a = options.arch
+            arch = {"hidden_size": a.hidden_size, "num_hidden_layers": a.num_hidden_layers,
+                    "num_attention_heads": a.num_attention_heads, "intermediate_size": a.intermediate_size,
+                    "image_size": a.image_size, "patch_size": a.patch_size, "layer_norm_eps": a.layer_norm_eps,
+                    "hidden_act": "gelu", "attention_bias": True, "use_qk_norm": False,
+                    "norm_type": "layer_norm"}
+        image_size, patch_size = arch.pop("image_size"), arch.pop("patch_size")
+        config = InternVLVisionConfig(
+            **arch, image_size=image_size, patch_size=patch_size, num_channels=3,
+            use_mean_pooling=True,  # keeps the final layernorm an Identity: InternViT has no final norm
+            use_absolute_position_embeddings=True, use_mask_token=False,
+            hidden_dropout_prob=0.0, attention_dropout=0.0, projection_dropout=0.0,
+        )
+        config._attn_implementation = options.attn_implementation
+        dtype = torch_dtype(context.dtype)
+        if bundle is not None:
+            with torch.device("meta"):
+                model = InternVLVisionModel(config)
+            state = bundle.load(options.weights_prefix)
+            if not state:
+                raise CheckpointError(
+                    f"checkpoint '{bundle.path}' has no vision tensors under '{options.weights_prefix}'; "
+                    "drop +vision (text-only) or use a checkpoint with a vision tower"
+                )
+            load_into(model, from_reference(state, arch["hidden_size"]),
+                      what=f"vision tower from '{bundle.path}' (prefix {options.weights_prefix})")
+        else:
+            warnings.warn("vision 'internvit' has RANDOM weights (no checkpoint given)", stacklevel=2)
+            model = InternVLVisionModel(config)
+        model.to(device=context.device, dtype=dtype).eval()
+        return cls(model, options, image_size, patch_size, mean, std)
+
+    # -- preprocessing -------------------------------------------------------------------------------
+    def _tiling_processor(self):
+        if self._tiler is None:
+            from transformers import GotOcr2ImageProcessorPil
+
+            self._tiler = GotOcr2ImageProcessorPil(
+                crop_to_patches=True, min_patches=self.options.min_tiles, max_patches=self.options.max_tiles,
+                size={"height": self.image_size, "width": self.image_size},
+                image_mean=list(self.mean), image_std=list(self.std), do_convert_rgb=True,
+            )
+        return self._tiler
+
+    def _frame_processor(self):
+        if self._framer is None:
+            from transformers import CLIPImageProcessorPil
+
+            self._framer = CLIPImageProcessorPil(
+                size={"shortest_edge": self.image_size},
+                crop_size={"height": self.image_size, "width": self.image_size}, resample=3,
+                image_mean=list(self.mean), image_std=list(self.std), do_convert_rgb=True,
+            )
+        return self._framer
+
+    def preprocess(self, images: list[Any]) -> VisionBatch:
+        """Dynamic tiling: a grid of tiles matching the aspect ratio, plus a thumbnail when >1 tile."""
+        processor = self._tiling_processor()
+        pixel_values, counts = [], []
+        for image in images:
+            out = processor(image, return_tensors="pt")
+            pixel_values.append(out["pixel_values"])
+            counts.append(int(out["num_patches"][0]) if "num_patches" in out else out["pixel_values"].shape[0])
+        return VisionBatch(torch.cat(pixel_values), counts)
+
+    def preprocess_frames(self, frames: list[Any]) -> VisionBatch:
+        """Video frames: shortest edge to the tile size (bicubic), centre crop, no tiling."""
+        if not frames:
+            raise InputError("a video gave no frames to encode")
+        out = self._frame_processor()(frames, return_tensors="pt")
+        return VisionBatch(out["pixel_values"], [1] * len(frames))
+
+    # -- encoding ------------------------------------------------------------------------------------
+    def planned_tokens(self, batch: VisionBatch) -> list[int]:
+        return [self.tokens_per_tile] * int(batch.pixel_values.shape[0])
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The tower in the reference's names (fused qkv), as a VITA-1.5 bundle stores it."""
+        return to_reference(self.model.state_dict())
+
+    @torch.inference_mode()
+    def encode(self, batch: VisionBatch) -> list[torch.Tensor]:
+        return list(self.features(batch.pixel_values).unbind(0))
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[P, 3, S, S] tiles -> [P, tokens_per_tile, hidden_size], differentiable.
+
+        ``encode`` runs this under inference mode; training (``vita_framework.train``) calls it directly so
+        the tower learns through exactly the feature path generation uses.
+        """
+        param = next(self.model.parameters())
+        pixels = pixel_values.to(device=param.device, dtype=param.dtype)
+        layer = self.options.select_layer
+        out = self.model(pixel_values=pixels, output_hidden_states=layer != -1)
+        hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+        features = hidden[:, 1:] * self.options.feature_scale
+        return pixel_shuffle(features, self.options.downsample_ratio)

@@ -1,0 +1,47 @@
+"""SigLIP vision encoder through transformers' ``SiglipVisionModel`` (``+vision=siglip``).
+
+SigLIP has no CLS token, so every patch token is kept: (image_size / patch_size)^2 tokens per image of the
+tower's width. One tile per image (``SiglipImageProcessor``: a plain resize, as SigLIP was trained). The
+attention-pooling head is never used and is not built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vita_framework.hookspecs import hookimpl
+
+
+@dataclass
+class SiglipArch:
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 128
+    image_size: int = 224
+    patch_size: int = 16
+    layer_norm_eps: float = 1e-6
+
+
+@dataclass
+class SiglipOptions:
+    #: a local SigLIP directory (config.json + safetensors; a SiglipModel or SiglipVisionModel save) or a hub
+    #: id in the local cache; None: random init from `arch` (warning)
+    model: str | None = None
+    #: -1: last_hidden_state (after the post-layernorm); otherwise hidden_states[select_layer] (0: embeddings)
+    select_layer: int = -1
+    attn_implementation: str = "sdpa"
+    arch: SiglipArch = field(default_factory=SiglipArch)
+
+
+def build_siglip(options: SiglipOptions, context: Any) -> Any:
+    from .model import SiglipEncoder
+
+    return SiglipEncoder.from_options(options, context)
+
+
+@hookimpl
+def vita_register_vision_encoders(register):
+    register("siglip", build_siglip, schema=SiglipOptions,
+             description="transformers SiglipVisionModel, all patch tokens (no CLS), one tile per image")

@@ -1,0 +1,256 @@
+"""Training the tiny bundle on synthetic visual questions, through the generation pipeline's own components.
+
+Nothing here re-implements the model: the pipeline is built with :func:`vita_framework.build` from a bundle on
+disk, and a training step runs the same path generation runs -- ``vision.preprocess`` (tiling),
+``vision.features`` (tower, x0.5, pixel shuffle), the projector, the prompt from the same template +
+``user_text`` + ``tokenize_with_placeholders``, ``pipeline.fusion.fuse`` and the LLM -- with gradients on.
+The loss covers only the answer tokens and the closing ``<|im_end|>`` (which is what stops generation).
+
+One exactness-preserving shortcut: every training sequence starts with the same system prompt, and the
+several questions about one scene share its image tokens too, so those causal prefixes are computed once per
+step and their key/value caches repeated over the rows (:meth:`Trainer.hidden`; checked against the plain
+forward in :meth:`Trainer.check_shared_prefix`). Most of a row's tokens are prompt and image, so this is what
+lets training fit in minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vita_training import synthetic
+from vita_framework.prompt import IMAGE_PLACEHOLDER, PLACEHOLDER_IDS, modality_of, tokenize_with_placeholders, user_text
+
+
+@dataclass
+class Batch:
+    pixel_values: torch.Tensor  # [images, 3, S, S]
+    ids: torch.Tensor           # [rows, width] right-padded; image placeholders expanded
+    targets: torch.Tensor       # [rows, width] bool: position holds an answer token (or its <|im_end|>)
+    image_of_row: list[int]     # which image each row asks about
+
+
+class Trainer:
+    """Holds a built pipeline and trains its modules on ``synthetic`` examples."""
+
+    def __init__(self, pipeline: Any, *, train_vision: bool = True, train_projector: bool = True,
+                 train_llm: bool = True) -> None:
+        self.pipe = pipeline
+        self.vision, self.projector, self.llm = pipeline.vision, pipeline.projector, pipeline.llm
+        self.tokenizer = self.llm.tokenizer
+        self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.image_size = int(self.vision.image_size)
+        self.tokens_per_tile = int(self.vision.tokens_per_tile)
+        self._prompts: dict[str, list[int]] = {}
+        self._answers: dict[str, list[int]] = {}
+        flags = {"vision": train_vision, "projector": train_projector, "llm": train_llm}
+        self.modules = {"vision": self.vision.model, "projector": self.projector, "llm": self.llm.model}
+        for name, module in self.modules.items():
+            module.requires_grad_(flags[name])
+        self.trained = [name for name, on in flags.items() if on]
+        if not self.trained:
+            raise ValueError("nothing to train: set at least one of train.vision, train.projector, train.llm")
+        self.prefix_len = self._common_prefix()
+
+    # -- text --------------------------------------------------------------------------------------
+    def prompt_ids(self, question: str) -> list[int]:
+        """The generation prompt for one single-tile image and ``question``, exactly as ``Pipeline.prepare``."""
+        if question not in self._prompts:
+            text = self.pipe.template.render(user_text(question, [1], [], 0), modality_of(True, False),
+                                             self.tokenizer)
+            self._prompts[question] = tokenize_with_placeholders(self.tokenizer, text, [self.tokens_per_tile], [])
+        return self._prompts[question]
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The assistant's reply as generation produces it: the answer's tokens then ``<|im_end|>``."""
+        if answer not in self._answers:
+            self._answers[answer] = [*self.tokenizer(answer, add_special_tokens=False).input_ids, self.end_id]
+        return self._answers[answer]
+
+    def _common_prefix(self) -> int:
+        ids = self.prompt_ids(synthetic.DESCRIBE)
+        return ids.index(IMAGE_PLACEHOLDER)  # the system prompt and the user header: the same in every row
+
+    # -- batches ------------------------------------------------------------------------------------
+    def batch(self, examples: list[list[synthetic.Example]]) -> Batch:
+        """``examples[i]`` are questions about image i; every image must become exactly one tile."""
+        vision_batch = self.vision.preprocess([group[0].image(self.image_size) for group in examples])
+        if any(n != 1 for n in vision_batch.tiles_per_item):
+            raise ValueError(f"training images must be one tile each; got {vision_batch.tiles_per_item}")
+        rows, image_of_row = [], []
+        for i, group in enumerate(examples):
+            for ex in group:
+                prompt = self.prompt_ids(ex.question)
+                rows.append((prompt, self.answer_ids(ex.answer)))
+                image_of_row.append(i)
+        width = max(len(p) + len(a) for p, a in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        targets = torch.zeros((len(rows), width), dtype=torch.bool)
+        for r, (prompt, answer) in enumerate(rows):
+            ids[r, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+            targets[r, len(prompt): len(prompt) + len(answer)] = True
+        return Batch(vision_batch.pixel_values, ids, targets, image_of_row)
+
+    # -- forward ------------------------------------------------------------------------------------
+    def embeds(self, batch: Batch) -> torch.Tensor:
+        """Image features through tower and projector, spliced into the text by the pipeline's fusion."""
+        features = self.projector(self.vision.features(batch.pixel_values))
+        rows = [features[i] for i in batch.image_of_row]
+        mask = torch.ones_like(batch.ids)
+        fused = self.pipe.fusion.fuse(batch.ids, mask, self.llm.embed, {"image": rows, "audio": []},
+                                      PLACEHOLDER_IDS)
+        return fused.inputs_embeds
+
+    def hidden(self, embeds: torch.Tensor, image_of_row: list[int] | None = None,
+               shared_prefix: bool = True) -> tuple[torch.Tensor, int]:
+        """Last hidden states from position ``offset`` on; returns (states, offset).
+
+        With ``shared_prefix`` the forward runs in three causal segments, each computed once and its
+        key/value cache repeated: the system prompt (the same in every row), each image's tokens (the same in
+        every row asking about that image; rows are grouped by image) and then every row's question and
+        answer. Mathematically the plain causal forward (rows are right-padded, so causal masking alone keeps
+        padding out of every real position); far cheaper when several questions share one image.
+        """
+        base = self.llm.model.model
+        if not shared_prefix or image_of_row is None:
+            return base(inputs_embeds=embeds, use_cache=False).last_hidden_state, 0
+        p, t = self.prefix_len, self.tokens_per_tile
+        rows, width = embeds.shape[:2]
+        first = [r for r in range(rows) if r == 0 or image_of_row[r] != image_of_row[r - 1]]
+        if len(first) != len(set(image_of_row)):
+            raise ValueError("rows must be grouped by image")
+        repeats = torch.tensor([b - a for a, b in zip(first, [*first[1:], rows])], device=embeds.device)
+        cache = base(inputs_embeds=embeds[:1, :p], use_cache=True).cache
+        _repeat_rows(cache, torch.tensor([len(first)], device=embeds.device))
+        positions = torch.arange(p, p + t, device=embeds.device).expand(len(first), -1)
+        base(inputs_embeds=embeds[first, p: p + t], cache=cache, position_ids=positions, use_cache=True)
+        _repeat_rows(cache, repeats)
+        positions = torch.arange(p + t, width, device=embeds.device).expand(rows, -1)
+        out = base(inputs_embeds=embeds[:, p + t:], cache=cache, position_ids=positions, use_cache=True)
+        return out.last_hidden_state, p + t
+
+    def loss(self, batch: Batch, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over answer tokens, and per row whether every answer token is the argmax."""
+        hidden, offset = self.hidden(self.embeds(batch), batch.image_of_row, shared_prefix)
+        predicts = batch.targets[:, 1:].clone()  # position t predicts token t+1
+        predicts[:, :offset] = False
+        rows, cols = predicts.nonzero(as_tuple=True)
+        logits = self.llm.model.lm_head(hidden[rows, cols - offset])
+        labels = batch.ids[rows, cols + 1]
+        per_token = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")
+        # every question weighs the same: a long description must not drown the one-word answers
+        tokens_in_row = predicts.sum(dim=1).clamp(min=1)
+        loss = (per_token / tokens_in_row[rows]).sum() / predicts.any(dim=1).sum().clamp(min=1)
+        wrong = torch.zeros(batch.ids.shape[0], dtype=torch.bool)
+        wrong.index_put_((rows,), logits.argmax(-1) != labels, accumulate=True)
+        return loss, ~wrong
+
+    def check_shared_prefix(self, batch: Batch, atol: float = 1e-4) -> float:
+        """Max |difference| of answer-position states between the shared-prefix and the plain forward."""
+        with torch.no_grad():
+            embeds = self.embeds(batch)
+            plain, _ = self.hidden(embeds, shared_prefix=False)
+            shared, offset = self.hidden(embeds, batch.image_of_row, shared_prefix=True)
+            diff = (plain[:, offset:] - shared)[batch.targets[:, offset:]].abs().max().item()
+        if diff > atol:
+            raise RuntimeError(f"the shared-prefix forward differs from the plain forward by {diff:.2e}")
+        return diff
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
+
+    def set_mode(self, training: bool) -> None:
+        for module in self.modules.values():
+            module.train(training)
+
+
+def _repeat_rows(cache: Any, repeats: torch.Tensor) -> None:
+    """Repeat each batch row of a transformers ``DynamicCache`` ``repeats[i]`` times (differentiably)."""
+    def grow(t: torch.Tensor) -> torch.Tensor:  # one source row: a view instead of a copy
+        if repeats.numel() == 1:
+            return t.expand(int(repeats[0]), *t.shape[1:])
+        return t.repeat_interleave(repeats, dim=0)
+
+    for layer in cache.layers:
+        layer.keys, layer.values = grow(layer.keys), grow(layer.values)
+
+
+def schedule(step: int, steps: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up then cosine decay to ``min_ratio`` of the peak learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def max_shapes_at(step: int, steps: int, curriculum: list[tuple[float, int]]) -> int:
+    """The most shapes a training scene may hold at ``step``: the last curriculum entry already reached."""
+    allowed = synthetic.MAX_SHAPES
+    for fraction, most in sorted(curriculum):
+        if step >= fraction * steps:
+            allowed = int(most)
+    return allowed
+
+
+def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_image: int, lr: float,
+        warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float,
+        curriculum: list[tuple[float, int]] = (), log_every: int = 20, eval_every: int = 0,
+        log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Optimise the trained modules; scene ``step * images_per_step + i`` of the train split is image i of step
+    ``step``, so a run is a pure function of its config. Returns the logged history."""
+    optimizer = torch.optim.AdamW(trainer.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    probe = trainer.batch([synthetic.scene_examples("heldout", 10_000 + i, 1) for i in range(32)])
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    running, running_acc = 0.0, 0.0
+    for step in range(steps):
+        trainer.set_mode(True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * schedule(step, steps, warmup_steps, min_lr_ratio)
+        start = step * images_per_step
+        most = max_shapes_at(step, steps, list(curriculum))
+        batch = trainer.batch([synthetic.scene_examples("train", start + i, questions_per_image, most)
+                               for i in range(images_per_step)])
+        loss, correct = trainer.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainer.parameters(), grad_clip)
+        optimizer.step()
+        running += loss.item()
+        running_acc += correct.float().mean().item()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            n = (step % log_every) + 1
+            record = {"stage": "answers", "step": step + 1, "max_shapes": most, "loss": running / n,
+                      "train_row_acc": running_acc / n,
+                      "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
+            if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                trainer.set_mode(False)
+                with torch.no_grad():
+                    record["heldout_row_acc"] = trainer.loss(probe)[1].float().mean().item()
+            history.append(record)
+            line = ("step {step:>5}  shapes<={max_shapes}  loss {loss:.4f}  train acc {train_row_acc:.3f}  "
+                    "lr {lr:.2e}  {elapsed_s:.0f}s").format(**record)
+            if "heldout_row_acc" in record:
+                line += f"  heldout acc {record['heldout_row_acc']:.3f}"
+            log(line)
+            running, running_acc = 0.0, 0.0
+    trainer.set_mode(False)
+    return history
+
+
+def generated_accuracy(pipeline: Any, examples: list[synthetic.Example], *, batch_size: int = 50,
+                       max_new_tokens: int = 24) -> tuple[float, list[str]]:
+    """Fraction of ``examples`` whose generated answer (the public ``generate_batch``) is exactly right."""
+    from vita_framework.pipeline import Request
+
+    requests = [Request(e.question, images=[e.image()]) for e in examples]
+    result = pipeline.generate_batch(requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    texts = [row.text for row in result.rows]
+    right = sum(synthetic.is_correct(t, e.answer) for t, e in zip(texts, examples))
+    return right / max(1, len(examples)), texts

@@ -1,0 +1,93 @@
+"""Stage one of training: warm the vision tower and projector up on dense region labels.
+
+Why: learning to see only from answer tokens is slow at this size -- the answer gradient reaches the tower
+through a randomly initialised LLM, and one answer word says little about 49 image tokens. A per-token label
+(the kind, colour and position of the shape covering that token's region;
+:meth:`vita_framework.synthetic.Scene.region_labels`) gives every image token its own signal, so the tower
+learns shapes and colours in a few minutes. Three small linear heads read the projector's output (the very
+tokens the LLM receives) and are thrown away afterwards; stage two (:func:`vita_training.loop.fit`)
+then trains everything on answer tokens only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vita_training import synthetic
+
+# scenes of this stage come from their own range of the train split, apart from stage two's
+FIRST_SCENE = 10_000_000
+
+
+class RegionHeads(nn.Module):
+    """Per image token: logits over (no shape, *SHAPES), (no shape, *sorted(COLOURS)), (no shape,
+    *sorted(POSITIONS)); the last makes each token carry where its shape is, not only where the token is."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(width, len(values) + 1)
+                                   for values in (synthetic.SHAPES, synthetic.COLOURS, synthetic.POSITIONS))
+
+    def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        return [head(tokens) for head in self.heads]
+
+
+def region_batch(trainer, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel values of scenes ``first .. first+count-1`` and their labels ``[count, tokens, 3]``."""
+    grid = math.isqrt(trainer.tokens_per_tile)
+    if grid * grid != trainer.tokens_per_tile:
+        raise ValueError(f"region labels need a square token grid; the tower gives {trainer.tokens_per_tile} tokens")
+    scenes = [synthetic.scene_examples("train", FIRST_SCENE + first + i, 1)[0].scene for i in range(count)]
+    pixels = trainer.vision.preprocess([s.render(trainer.image_size) for s in scenes]).pixel_values
+    labels = torch.tensor([s.region_labels(grid, trainer.image_size) for s in scenes], dtype=torch.long)
+    return pixels, labels
+
+
+def warm_up_vision(trainer, *, steps: int, images_per_step: int, lr: float, weight_decay: float = 0.01,
+                   grad_clip: float = 1.0, log_every: int = 50,
+                   log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Train the tower and projector (when the trainer trains them) to label every image token's region."""
+    modules = [trainer.modules[name] for name in ("vision", "projector") if name in trainer.trained]
+    if steps <= 0 or not modules:
+        return []
+    width = trainer.llm.model.config.hidden_size
+    param = next(trainer.projector.parameters())
+    heads = RegionHeads(width).to(device=param.device, dtype=param.dtype)
+    params = [p for m in modules for p in m.parameters()] + list(heads.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    for module in modules:
+        module.train(True)
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    running_loss, hits, shapes_seen = 0.0, 0, 0
+    for step in range(steps):
+        for group in optimizer.param_groups:  # cosine decay to 5 % over the stage
+            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        pixels, labels = region_batch(trainer, step * images_per_step, images_per_step)
+        labels = labels.to(param.device)
+        logits = heads(trainer.projector(trainer.vision.features(pixels)))
+        loss = sum(nn.functional.cross_entropy(part.flatten(0, 1), labels[..., i].flatten())
+                   for i, part in enumerate(logits))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        running_loss += loss.item()
+        on_shape = labels[..., 0] > 0
+        right = torch.stack([part.argmax(-1) == labels[..., i] for i, part in enumerate(logits)]).all(0)
+        hits += int(right[on_shape].sum())
+        shapes_seen += int(on_shape.sum())
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            n = (step % log_every) + 1
+            record = {"stage": "vision", "step": step + 1, "loss": running_loss / n,
+                      "shape_token_acc": hits / max(1, shapes_seen), "elapsed_s": time.perf_counter() - t0}
+            history.append(record)
+            log("vision step {step:>5}  loss {loss:.4f}  shape-token acc {shape_token_acc:.3f}  "
+                "{elapsed_s:.0f}s".format(**record))
+            running_loss, hits, shapes_seen = 0.0, 0, 0
+    return history

@@ -1,0 +1,245 @@
+"""A transformers causal LM + tokenizer behind the LLMBackbone contract: the base LLM plugins build on.
+
+Heavy (imports torch at module level): import it from factories only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .devices import torch_dtype
+from .errors import CheckpointError, ComponentConfigError, ConfigError
+from .generation import merge_generation_options
+from .weights import default_bundle_path, load_into, read_json, resolve_local_dir, unclaimed_state
+
+# config.json keys that describe the LLM (everything else in a VITA config is about the other parts)
+_LLM_KEYS = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "max_position_embeddings", "vocab_size",
+    "tie_word_embeddings", "hidden_act", "sliding_window", "use_sliding_window", "max_window_layers",
+    "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "layer_types", "head_dim",
+    "attention_bias", "mlp_bias",
+)
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise CheckpointError(f"no tokenizer files (tokenizer.json / tokenizer_config.json) in '{path}'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a VITA config.json has model_type vita-Qwen2: harmless warning
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path))
+        finally:
+            hf_logging.set_verbosity(level)
+    return tok
+
+
+class CausalLMBackbone:
+    """Tokenizer + causal LM; generation from ``inputs_embeds`` through ``GenerationMixin.generate``."""
+
+    def __init__(self, model: Any, tokenizer: Any, generation_defaults: dict[str, Any]) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.generation_defaults = generation_defaults
+        self.hidden_size = int(model.config.hidden_size)
+        self._embed = model.get_input_embeddings()
+        _penalise_generated_tokens_only(model)
+
+    @classmethod
+    def from_options(cls, options: Any, context: Any, *, arch_name: str,
+                     random_config: dict[str, Any]) -> CausalLMBackbone:
+        """The LLM tensors of the bundle (all keys outside the encoder prefixes), or random init."""
+        bundle = context.checkpoint
+        tok_dir = Path(options.tokenizer) if options.tokenizer else (
+            bundle.path if bundle is not None else default_bundle_path())
+        tokenizer = load_tokenizer(tok_dir)
+        config_cls, model_cls = transformers_classes(arch_name)
+        if bundle is not None:
+            raw = {k: v for k, v in bundle.config.items() if k in _LLM_KEYS}
+            if "rope_scaling" in raw and raw["rope_scaling"] is None:
+                raw.pop("rope_scaling")
+            ckpt_vocab = raw.get("vocab_size")
+        else:
+            raw = {k: v for k, v in random_config.items() if v is not None}
+            ckpt_vocab = None
+        vocab = len(tokenizer)
+        if ckpt_vocab is not None and ckpt_vocab < vocab:
+            raise CheckpointError(
+                f"'{bundle.path / 'config.json'}' has vocab_size {ckpt_vocab} but the tokenizer has {vocab} "
+                "tokens; the tokenizer does not belong to this checkpoint"
+            )
+        raw["vocab_size"] = vocab  # as the reference's loader: resize_token_embeddings(len(tokenizer))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            config = config_cls(**raw)
+        config._attn_implementation = options.attn_implementation
+        dtype = torch_dtype(context.dtype)
+        if bundle is not None:
+            with torch.device("meta"):
+                model = model_cls(config)
+            state = unclaimed_state(bundle, context)
+            for key in ("model.embed_tokens.weight", "lm_head.weight"):
+                if key in state and state[key].shape[0] > vocab:
+                    state[key] = state[key][:vocab]
+            if config.tie_word_embeddings and "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
+                state["lm_head.weight"] = state["model.embed_tokens.weight"]
+            load_into(model, state, what=f"LLM from '{bundle.path}'")
+            _rebuild_meta_buffers(model)
+            if config.tie_word_embeddings:
+                model.tie_weights()
+        else:
+            warnings.warn(f"LLM '{arch_name}' has RANDOM weights (no checkpoint given)", stacklevel=2)
+            model = model_cls(config)
+        if options.device_map:
+            model = _dispatch(model, options.device_map, dtype)
+        else:
+            model.to(device=context.device, dtype=dtype)
+        model.eval()
+        defaults = dict(bundle.generation_config) if bundle is not None else {}
+        return cls(model, tokenizer, defaults)
+
+    @classmethod
+    def from_pretrained_dir(cls, options: Any, context: Any) -> CausalLMBackbone:
+        """A standard transformers checkpoint directory (config.json + safetensors), never remote code."""
+        from transformers import AutoModelForCausalLM
+
+        base = context.checkpoint.path if context.checkpoint is not None else Path.cwd()
+        model_dir = resolve_local_dir(options.model, base=base, what="llm.model")
+        tokenizer = load_tokenizer(Path(options.tokenizer) if options.tokenizer else model_dir)
+        dtype = torch_dtype(context.dtype)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(model_dir), dtype=dtype, attn_implementation=options.attn_implementation,
+                device_map=options.device_map, trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"llm.model '{model_dir}' cannot be loaded as a causal LM: {exc}") from None
+        if options.arch and not type(model).__name__.startswith(options.arch):
+            raise ComponentConfigError(
+                f"llm.arch={options.arch} but '{model_dir}' holds a {type(model).__name__}; "
+                "drop llm.arch or point llm.model at a matching checkpoint")
+        vocab = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > vocab:
+            raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but '{model_dir}' embeds only {vocab}")
+        if not options.device_map:
+            model.to(context.device)
+        gen_file = model_dir / "generation_config.json"
+        defaults = read_json(gen_file) if gen_file.is_file() else {}
+        return cls(model.eval(), tokenizer, defaults)
+
+    # -- interface -----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self._embed.weight.device
+
+    @property
+    def context_length(self) -> int | None:
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return dict(self.model.state_dict())
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._embed(input_ids.to(self.device))
+
+    def generation_config(self, options: dict[str, Any]) -> Any:
+        """Our ``generation`` group merged over the checkpoint's generation_config.json."""
+        from transformers import GenerationConfig
+
+        merged = merge_generation_options(self.generation_defaults, options)
+        eos = merged.get("eos_token_id", self.tokenizer.eos_token_id)
+        eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+        for token in options.get("stop_tokens") or []:
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if token_id is None or token_id == self.tokenizer.unk_token_id:
+                raise ConfigError(f"generation.stop_tokens: '{token}' is not a single token of this tokenizer")
+            if token_id not in eos:
+                eos.append(token_id)
+        merged["eos_token_id"] = eos
+        if merged.get("pad_token_id") is None:
+            pad = self.tokenizer.pad_token_id
+            merged["pad_token_id"] = pad if pad is not None else (eos[0] if eos else 0)
+        return GenerationConfig(**merged)
+
+    @torch.inference_mode()
+    def generate(self, fused: Any, generation_config: Any, *, streamer: Any = None, seed: int | None = None,
+                 **kwargs: Any) -> Any:
+        generation_config.return_dict_in_generate = True
+        if seed is not None:
+            torch.manual_seed(seed)
+        with warnings.catch_warnings():
+            # generating from inputs_embeds, the repetition penalty sees only new tokens: that is exactly the
+            # reference's behaviour (it generates from inputs_embeds too), so the warning is noise here
+            warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds.*")
+            return self.model.generate(
+                inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
+                generation_config=generation_config, streamer=streamer, **kwargs,
+            )
+
+
+def _penalise_generated_tokens_only(model: Any) -> None:
+    """Make the repetition penalty see every generated token of every row of a left-padded batch.
+
+    transformers 5.x tells RepetitionPenaltyLogitsProcessor to ignore the first ``<leading pads>`` ids of
+    each row, assuming ``input_ids`` holds the prompt. Generating from ``inputs_embeds``, ``input_ids`` holds
+    only new tokens, so a padded row's penalty silently switched off (golden case 5 row 1 scores were 0.11
+    off). Our ids never contain a prompt, so nothing must be ignored; the processor order stays intact.
+    """
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    build = model._get_logits_processor
+
+    def get_logits_processor(*args: Any, **kwargs: Any) -> Any:
+        processors = build(*args, **kwargs)
+        for processor in processors:
+            if isinstance(processor, RepetitionPenaltyLogitsProcessor):
+                processor.prompt_ignore_length = None
+        return processors
+
+    model._get_logits_processor = get_logits_processor
+
+
+def transformers_classes(arch: str | None) -> tuple[Any, Any]:
+    """``Llama`` -> (LlamaConfig, LlamaForCausalLM), with an error listing a few valid names."""
+    import transformers
+
+    config_cls = getattr(transformers, f"{arch}Config", None) if arch else None
+    model_cls = getattr(transformers, f"{arch}ForCausalLM", None) if arch else None
+    if config_cls is None or model_cls is None:
+        raise ComponentConfigError(
+            f"llm.arch={arch!r} is not a transformers causal LM; use the class prefix, e.g. Llama, Mistral, "
+            "Gemma2, Phi3, Qwen2 (transformers' <arch>ForCausalLM)")
+    return config_cls, model_cls
+
+
+def _rebuild_meta_buffers(model: Any) -> None:
+    """Non-persistent buffers (rotary inv_freq) are not in checkpoints; rebuild the modules that own them."""
+    for name, module in list(model.named_modules()):
+        if any(b.is_meta for b in module.buffers(recurse=False)):
+            if "rotary" not in type(module).__name__.lower():
+                raise CheckpointError(f"LLM buffer of '{name}' was not initialised from the checkpoint")
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, type(module)(config=model.config))
+
+
+def _dispatch(model: Any, device_map: str, dtype: Any) -> Any:
+    try:
+        from accelerate import dispatch_model, infer_auto_device_map
+    except ImportError:
+        raise ConfigError("llm.device_map needs the 'accelerate' package: pip install accelerate") from None
+    model.to(dtype=dtype)
+    if device_map != "auto":
+        return dispatch_model(model, device_map={"": device_map})
+    no_split = getattr(model, "_no_split_modules", None) or []
+    return dispatch_model(model, device_map=infer_auto_device_map(model, no_split_module_classes=no_split))

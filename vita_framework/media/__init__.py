@@ -1,0 +1,1 @@
+"""Reading user inputs (images, video, audio) with errors that name the file."""
