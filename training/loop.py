@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from vita_training import synthetic
 from vita_framework.prompt import IMAGE_PLACEHOLDER, PLACEHOLDER_IDS, modality_of, tokenize_with_placeholders, user_text
+from vita_training import synthetic
 
 
 @dataclass

@@ -149,8 +149,8 @@ def _run(cfg: Any) -> dict[str, Any]:
         print(f"eval: exact {scores['exact']:.3f}, contains {scores['contains']:.3f} over {scores['n']} items")
         return _write_outputs(result, build_s, pipeline, extra={"eval": scores})
     if batch is not None:
-        result = pipeline.generate_batch(batch, batch_size=int(cfg.get("batch_size", 8)), progress=True, seed=_seed(cfg),
-                                         output_scores=want_scores)
+        result = pipeline.generate_batch(batch, batch_size=int(cfg.get("batch_size", 8)), progress=True,
+                                         seed=_seed(cfg), output_scores=want_scores)
         for i, row in enumerate(result.rows):
             print(f"[{i}] " + (f"error: {row.error}" if row.error else row.text))
         return _write_outputs(result, build_s, pipeline)

@@ -4,7 +4,7 @@ generation, :class:`RowResult` / :class:`GenerationResult` out. No torch here, s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from vita_framework.errors import CheckpointError
 
+
 @dataclass
 class WhaleConfig:
     """What whale needs from train.yaml; a missing key takes the reference's argparse/constructor default."""

@@ -14,8 +14,8 @@ from torch import nn
 
 from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
-from vita_framework.ops import pixel_shuffle
 from vita_framework.errors import CheckpointError, ComponentConfigError, ConfigError, InputError
+from vita_framework.ops import pixel_shuffle
 from vita_framework.weights import load_into, resolve_local_dir
 
 
