@@ -10,9 +10,9 @@ import soundfile as sf
 import torch
 
 from conftest import GOLDEN, golden_tensors
-from vita_framework.audio_io import load_audio
 from vita_framework.errors import InputError
-from vita_plugins._kaldi_fbank import kaldi_fbank
+from vita_framework.media.audio import load_audio
+from vita_plugins.audio.whale.fbank import kaldi_fbank
 
 CASE3_WAV = GOLDEN / "case3_image_audio" / "audio.wav"
 

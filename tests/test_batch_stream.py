@@ -10,7 +10,7 @@ import pytest
 
 from conftest import GOLDEN, GOLDEN_CKPT, build_cached, golden_tensors
 from vita_framework.errors import InputError
-from vita_framework.pipeline import GenerationResult, Request
+from vita_framework.request import GenerationResult, Request
 from vita_framework.requests_io import read_requests
 
 CASE5 = GOLDEN / "case5_batch2"
@@ -37,7 +37,7 @@ def test_case5_left_padded_batch_gives_every_row_its_single_result(pipe):
         ids = single["generated_ids_demo"][0].tolist()
         assert result.rows[i].generated_ids == ids
         assert (scores[i, : len(ids)] - single["scores_demo"][0]).abs().max() < 1e-4
-        alone = pipe.generate(ROWS[i].prompt, images=ROWS[i].images, audios=ROWS[i].audios)
+        alone = pipe.generate(ROWS[i].prompt, images=ROWS[i].items("image"), audios=ROWS[i].items("audio"))
         assert alone.rows[0].generated_ids == ids
     assert result.rows[1].generated_ids[-1] == 402 and len(result.rows[1].generated_ids) == 9  # its own stop
     assert result.rows[1].tokens_in["audio"] == 16 and result.rows[0].tokens_in["image"] == 256

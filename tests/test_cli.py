@@ -29,7 +29,7 @@ def test_main_command_streams_answer_and_writes_result(tmp_path, run_env):
     assert row["text"] and row["text"] in proc.stdout  # the streamer printed the answer
     assert "tokens in:" in proc.stderr and "time to first token" in proc.stderr
     assert result["choices"]["vision"] == "internvit" and result["choices"]["llm"] == "qwen2"
-    assert result["plugins"]["vita_plugins.internvit"]["package"] == "vita-framework"
+    assert result["plugins"]["vita_plugins.vision.internvit"]["package"] == "vita-framework"
     assert result["timings"]["time_to_first_token_s"] > 0
 
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 import vita_framework
 from vita_framework.errors import ComponentConfigError, ConfigError
 from vita_framework.generation import validate_generation_options
-from vita_framework.plugins import get_registry
+from vita_framework.plugin_manager import get_registry
 
 CONF = Path(vita_framework.__file__).resolve().parent.parent / "conf"
 MAIN = ["+vision=internvit", "+audio=none"]

@@ -6,22 +6,29 @@ import pytest
 import torch
 
 from conftest import GOLDEN_CKPT
+from vita_framework.causal_lm import load_tokenizer
 from vita_framework.errors import FusionError, InputError
-from vita_framework.prompt import (
-    AUDIO_PLACEHOLDER,
-    IMAGE_PLACEHOLDER,
-    PLACEHOLDER_IDS,
-    get_template,
-    tokenize_with_placeholders,
-    user_text,
-)
-from vita_plugins._causal_lm import load_tokenizer
-from vita_plugins.splice import SpliceFusion
+from vita_framework.fusion import SpliceFusion
+from vita_framework.plugin_manager import get_modalities
+from vita_framework.prompt import PromptTokens, get_template, layout_user_text
+from vita_plugins.modalities import AUDIO_PLACEHOLDER, IMAGE_PLACEHOLDER
+
+PLACEHOLDER_IDS = get_modalities().streams()
+
+
+def user_text(question: str, image_tiles: list[int], video_frames: list[int], n_audios: int) -> str:
+    """The laid-out user turn for the built-in modalities (tiles per image, frames per video, audio clips)."""
+    segments = {"image": image_tiles, "video": video_frames, "audio": [1] * n_audios}
+    return layout_user_text(question, {k: v for k, v in segments.items() if v}, get_modalities())[0]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer(GOLDEN_CKPT)
+
+
+def test_placeholder_streams_of_the_builtin_modalities():
+    assert PLACEHOLDER_IDS == {"image": IMAGE_PLACEHOLDER, "audio": AUDIO_PLACEHOLDER} == {"image": -200, "audio": -500}
 
 
 def test_features_land_exactly_at_placeholders():
@@ -70,7 +77,7 @@ def test_user_marker_count_must_match_inputs():
 
 def test_chunks_are_tokenised_separately(tokenizer):
     prompt = get_template("qwen2p5_instruct").render("ab<image>cd", "image")
-    ids = tokenize_with_placeholders(tokenizer, prompt, [3], [])
+    ids = PromptTokens(tokenizer, prompt, get_modalities().stream_markers()).ids({"image": [3]}, PLACEHOLDER_IDS)
     before, after = prompt.split("<image>")
     expected = (tokenizer(before).input_ids + [IMAGE_PLACEHOLDER] * 3 + tokenizer(after).input_ids)
     assert ids == expected

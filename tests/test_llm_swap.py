@@ -23,7 +23,7 @@ def _build(*overrides):
 def test_llama_from_a_local_checkpoint_dir_with_the_bundle_vision(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from vita_plugins._causal_lm import load_tokenizer
+    from vita_framework.causal_lm import load_tokenizer
 
     tok = load_tokenizer(default_bundle_path())
     # the bundle's projector is loaded too, so the Llama must match its width

@@ -10,8 +10,8 @@ import torch
 
 from conftest import GOLDEN, golden_tensors
 from vita_framework.errors import FusionError, InputError
-from vita_framework.video_io import load_video, sample_indices
-from vita_plugins.slow_fast import SlowFastOptions, build_slow_fast, vita_register_fusion_strategies
+from vita_framework.media.video import load_video, sample_indices
+from vita_plugins.fusion.slow_fast import SlowFastOptions, build_slow_fast, vita_register_fusion_strategies
 
 CASE = GOLDEN / "case4_video_sf"
 

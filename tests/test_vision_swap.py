@@ -15,8 +15,8 @@ import torch
 import vita_framework
 from vita_framework.cli import SAMPLE_IMAGE
 from vita_framework.errors import CheckpointError, ComponentConfigError
-from vita_framework.inputs import load_image
-from vita_framework.plugins import get_registry
+from vita_framework.media.image import load_image
+from vita_framework.plugin_manager import get_registry
 from vita_framework.registry import BuildContext
 from vita_framework.weights import default_bundle_path
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import GOLDEN, GOLDEN_CKPT, golden_tensors
 from vita_framework.errors import CheckpointError, InputError
-from vita_framework.plugins import get_registry
+from vita_framework.plugin_manager import get_registry
 from vita_framework.registry import BuildContext
 from vita_framework.weights import Bundle
 

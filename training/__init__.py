@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,6 @@ from vita_framework.weights import default_bundle_path
 __all__ = ["run"]
 
 ASSETS = default_bundle_path().parent
-
-
-def _build(bundle: Path, device: str, seed: int) -> Any:
-    import vita_framework
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={bundle}", f"device={device}",
-                                     "dtype=float32", f"seed={seed}"])
 
 
 def pick_sample(pipeline: Any, n_shapes: int, limit: int = 200) -> Any:
@@ -62,7 +52,14 @@ def run(cfg: Any) -> dict[str, Any]:
 
     from vita_training import synthetic
 
-    from .bundle import Architecture, write_bundle, write_random_bundle
+    from .bundle import (
+        Architecture,
+        build_pipeline,
+        component_tensors,
+        weight_prefixes,
+        write_bundle,
+        write_random_bundle,
+    )
     from .loop import Trainer, fit, generated_accuracy
     from .warmup import warm_up_vision
 
@@ -72,9 +69,10 @@ def run(cfg: Any) -> dict[str, Any]:
     arch = Architecture(**OmegaConf.to_container(cfg.arch, resolve=True))
     n_tokens, _ = write_random_bundle(work / "bundle", work / "tokenizer", arch, int(cfg.tokenizer_vocab),
                                       int(cfg.seed), info={"weights": "random", "seed": int(cfg.seed)})
-    pipe = _build(work / "bundle", str(cfg.device), int(cfg.seed))
+    pipe, run_cfg = build_pipeline(work / "bundle", str(cfg.device), int(cfg.seed))
     trainer = Trainer(pipe, train_vision=bool(cfg.train.vision), train_projector=bool(cfg.train.projector),
                       train_llm=bool(cfg.train.llm))
+    trainer.check_prompt(synthetic.example("train", 0))
     trainer.check_shared_prefix(trainer.batch([synthetic.scene_examples("train", i, 2) for i in range(3)]))
     sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in trainer.modules.items()}
     print(f"parameters: {sizes}; tokenizer {n_tokens} tokens; {trainer.tokens_per_tile} image tokens per tile; "
@@ -113,15 +111,16 @@ def run(cfg: Any) -> dict[str, Any]:
         "sample": None if sample is None else {"split": "heldout", "index": sample.index,
                                                "question": synthetic.DESCRIBE, "answer": sample.scene.description()},
         "train_config": OmegaConf.to_container(cfg, resolve=True),
-        "note": "trained on synthetic shapes: answers questions about vita_framework.synthetic scenes only",
+        "note": "trained on synthetic shapes: answers questions about vita_training.synthetic scenes only",
     }
-    size = write_bundle(out, vision=pipe.vision.model, projector=pipe.projector, llm=pipe.llm.model,
-                        tokenizer_dir=work / "tokenizer", info=info,
+    tensors = component_tensors({"vision": pipe.vision, "projector": pipe.projector, "llm": pipe.llm},
+                                weight_prefixes(run_cfg))
+    size = write_bundle(out, arch=arch, tensors=tensors, tokenizer_dir=work / "tokenizer", info=info,
                         repetition_penalty=float(cfg.repetition_penalty))
     sample_path = out.parent / "sample.png"
     if sample is not None:
         sample.image().save(sample_path, optimize=True)
-    reloaded = _build(out, str(cfg.device), int(cfg.seed))
+    reloaded, _ = build_pipeline(out, str(cfg.device), int(cfg.seed))
     again, _ = generated_accuracy(reloaded, heldout)
     if abs(again - accuracy) > 1e-9:
         raise RuntimeError(f"the written bundle answers {again:.3f} of held-out questions, in memory {accuracy:.3f}")

@@ -1,4 +1,4 @@
-"""Writing a bundle in the VITA-1.5 layout from in-memory modules, and making its parts (tokenizer, random init).
+"""Writing a bundle in the VITA-1.5 layout from built components, and the untrained starting bundle.
 
 This lives in the package (not in ``scripts/``) because the trainer writes the embedded default bundle with it;
 ``scripts/build_default_bundle.py`` is a thin command line over the same functions. The layout is exactly the
@@ -6,32 +6,29 @@ one ``vita_framework.weights.Bundle`` and the plugins read for a real VITA-1.5 c
 the ``mm_*`` keys, the InternViT sub-directory with its config and image-processor config, one
 ``model.safetensors`` with the reference's key names (fused ``qkv``), tokenizer files and
 ``generation_config.json``; plus ``bundle_info.json`` saying how the weights were made.
+
+Tensor names are never spelled here: each component's ``checkpoint_state()`` names its tensors as its loader
+reads them, under the prefix its registered spec claims for the run config (:func:`weight_prefixes`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .tokenizer import TOKENIZER_FILES, build_tokenizer, tokenizer_corpus
+
 VISION_DIR = "InternViT-tiny"
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-# generic words so that prompts outside the synthetic data still tokenise into whole words
-GENERAL_WORDS = [
-    "the", "a", "an", "image", "picture", "photo", "shows", "describe", "this", "what", "is", "there", "in", "of",
-    "on", "at", "to", "and", "with", "color", "colour", "shape", "small", "large", "big", "middle", "which",
-    "answer", "question", "user", "assistant", "system", "hello", "hi", "tell", "me", "story", "please", "you",
-    "are", "see", "cat", "dog", "it", "yes", "no",
-]
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+#: the run config the trained bundle serves (with checkpoint, device and seed added by :func:`run_overrides`)
+RUN_OVERRIDES = ("+vision=internvit", "+audio=none", "dtype=float32")
+VISION_LAYER_NORM_EPS = 1e-6
+#: LLM config values that are not sizes: the same for the random init and the written config.json
+LLM_FIXED = {"rms_norm_eps": 1e-6, "rope_theta": 1e6, "max_position_embeddings": 32768,
+             "tie_word_embeddings": False, "hidden_act": "silu"}
 
 
 @dataclass
@@ -53,56 +50,54 @@ class Architecture:
     vision_position_std: float = 1.0  # InternViT draws its position and class embeddings from randn
     llm_init_std: float = 0.02
 
+    def vision_config(self) -> dict[str, Any]:
+        """The tower's sizes, named as InternViT's ``config.json`` (and ``vision.arch``) names them."""
+        return dict(hidden_size=self.vision_hidden, num_hidden_layers=self.vision_layers,
+                    num_attention_heads=self.vision_heads, intermediate_size=self.vision_intermediate,
+                    image_size=self.image_size, patch_size=self.patch_size, layer_norm_eps=VISION_LAYER_NORM_EPS)
 
-def tokenizer_corpus(extra: list[str]) -> list[str]:
-    """Text exactly as it is tokenised: every template rendered around ``extra`` (the dataset's questions and
-    answers), cut where ``tokenize_with_placeholders`` cuts (special tokens, markers), plus ``extra`` alone (an
-    answer starts its own chunk after ``assistant\n``) and generic words."""
-    import re
-
-    from vita_framework.prompt import TEMPLATES, ChatTemplate
-
-    lines = []
-    for template in TEMPLATES.values():
-        if isinstance(template, ChatTemplate):
-            for modality in template.system_by_modality:
-                text = template.render("<image>\n" + (extra[0] if extra else ""), modality)
-                lines += [c for c in re.split(r"<\|im_start\|>|<\|im_end\|>|<image>|<audio>", text) if c]
-    lines += ["system\n", "user\n", "assistant\n", " ".join(GENERAL_WORDS), *(str(n) for n in range(100))]
-    lines += [piece for line in extra for piece in (line, "\n" + line)]
-    return lines
+    def llm_config(self) -> dict[str, Any]:
+        """The LLM's architecture, named as the bundle's ``config.json`` names it (vocabulary aside)."""
+        return dict(hidden_size=self.llm_hidden, intermediate_size=self.llm_intermediate,
+                    num_hidden_layers=self.llm_layers, num_attention_heads=self.llm_heads,
+                    num_key_value_heads=self.llm_kv_heads, **LLM_FIXED)
 
 
-def build_tokenizer(out: Path, lines: list[str], vocab_size: int = 1000) -> int:
-    """A byte-level BPE (Qwen2's split pattern and special tokens) trained on ``lines``; returns its length.
+def run_overrides(checkpoint: Any, device: str = "cpu", seed: int = 0) -> list[str]:
+    return [*RUN_OVERRIDES, f"checkpoint={checkpoint}", f"device={device}", f"seed={seed}"]
 
-    Byte-level, so any text still tokenises; trained on the prompts it will see, so each word is one token and
-    the sequences (and the model) stay small.
-    """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(lines, trainer=trainer)
-    tok.add_special_tokens(SPECIAL)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=SPECIAL[1:], clean_up_tokenization_spaces=False)
-    fast.chat_template = CHAT_TEMPLATE
-    out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(str(out))
-    cfg_path = out / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg.update({"tokenizer_class": "Qwen2Tokenizer", "model_max_length": 131072, "bos_token": None,
-                "add_bos_token": False, "add_prefix_space": False, "errors": "replace"})
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    return len(fast)
+def build_pipeline(checkpoint: Path, device: str = "cpu", seed: int = 0) -> tuple[Any, Any]:
+    """(the pipeline generation builds from ``checkpoint``, its composed run config)."""
+    import vita_framework
+    from vita_framework.config import compose
+
+    cfg = compose(run_overrides(checkpoint, device, seed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return vita_framework.build(config=cfg), cfg
+
+
+def weight_prefixes(cfg: Any) -> dict[str, str]:
+    """Where each kind's ``checkpoint_state()`` goes in the bundle: the prefix its component claims for ``cfg``
+    (the LLM's tensors already carry their full names)."""
+    from vita_framework.plugin_manager import get_plugins
+
+    registry = get_plugins().registry
+    prefixes = {"llm": ""}
+    for kind in ("vision", "projector"):
+        spec, options = registry.options(kind, cfg[kind])
+        claimed = spec.claimed_prefixes(options)
+        if len(claimed) != 1:
+            raise ValueError(f"{kind} '{spec.name}' claims {claimed}; a trained bundle needs exactly one prefix")
+        prefixes[kind] = claimed[0]
+    return prefixes
+
+
+def component_tensors(components: dict[str, Any], prefixes: dict[str, str]) -> dict[str, Any]:
+    """Every component's ``checkpoint_state()`` under its prefix: the tensors of a bundle."""
+    return {prefixes[kind] + key: value for kind, component in components.items()
+            for key, value in component.checkpoint_state().items()}
 
 
 def random_modules(arch: Architecture, vocab: int, seed: int) -> tuple[Any, Any, Any]:
@@ -113,9 +108,7 @@ def random_modules(arch: Architecture, vocab: int, seed: int) -> tuple[Any, Any,
 
     torch.manual_seed(seed)
     vit = InternVLVisionModel(InternVLVisionConfig(
-        hidden_size=arch.vision_hidden, num_hidden_layers=arch.vision_layers, num_attention_heads=arch.vision_heads,
-        intermediate_size=arch.vision_intermediate, image_size=arch.image_size, patch_size=arch.patch_size,
-        layer_norm_eps=1e-6, hidden_act="gelu", attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
+        **arch.vision_config(), hidden_act="gelu", attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
         use_mean_pooling=True, use_absolute_position_embeddings=True, use_mask_token=False,
         initializer_range=arch.vision_init_std))
     with torch.no_grad():  # visible layer scales (init 0.1) so the tower does more than pass patches through
@@ -125,63 +118,57 @@ def random_modules(arch: Architecture, vocab: int, seed: int) -> tuple[Any, Any,
         # transformers initialises these to zero; InternViT to randn, which gives every token its position
         vit.embeddings.position_embeddings.normal_(0.0, arch.vision_position_std)
         vit.embeddings.cls_token.normal_(0.0, arch.vision_position_std)
-    llm = Qwen2ForCausalLM(Qwen2Config(
-        hidden_size=arch.llm_hidden, intermediate_size=arch.llm_intermediate, num_hidden_layers=arch.llm_layers,
-        num_attention_heads=arch.llm_heads, num_key_value_heads=arch.llm_kv_heads, rms_norm_eps=1e-6,
-        rope_theta=1e6, max_position_embeddings=32768, tie_word_embeddings=False, hidden_act="silu",
-        vocab_size=vocab, initializer_range=arch.llm_init_std))
+    llm = Qwen2ForCausalLM(Qwen2Config(**arch.llm_config(), vocab_size=vocab, initializer_range=arch.llm_init_std))
     projector = nn.Sequential(nn.Linear(arch.vision_hidden * 4, arch.llm_hidden), nn.GELU(),
                               nn.Linear(arch.llm_hidden, arch.llm_hidden))
     return vit, projector, llm
+
+
+def vision_component(cfg: Any, arch: Architecture, tower: Any) -> Any:
+    """The run config's vision component, built without a checkpoint at ``arch``'s sizes, holding ``tower``'s
+    weights (so its ``checkpoint_state()`` names them as the bundle stores them)."""
+    from omegaconf import OmegaConf
+
+    from vita_framework.plugin_manager import get_plugins
+    from vita_framework.registry import BuildContext
+
+    node = OmegaConf.to_container(cfg.vision, resolve=True)
+    node["arch"] = arch.vision_config()
+    with warnings.catch_warnings():  # "RANDOM weights": replaced by the tower's below
+        warnings.simplefilter("ignore")
+        component = get_plugins().registry.build("vision", node, BuildContext(dtype="float32", device="cpu"))
+    component.model.load_state_dict(tower.state_dict())
+    return component
 
 
 def write_random_bundle(out: Path, tokenizer_dir: Path, arch: Architecture, vocab_size: int, seed: int,
                         info: dict[str, Any]) -> tuple[int, int]:
     """Train the tokenizer into ``tokenizer_dir`` and write an untrained bundle of ``arch`` to ``out`` (the
     trainer's starting point and ``scripts/build_default_bundle.py --random``); returns (tokens, bytes)."""
-    from vita_training import synthetic
+    from vita_framework.config import compose
+
+    from . import synthetic
 
     n_tokens = build_tokenizer(tokenizer_dir, tokenizer_corpus(synthetic.corpus()), vocab_size)
     vit, projector, llm = random_modules(arch, n_tokens, seed)
-    size = write_bundle(out, vision=vit, projector=projector, llm=llm, tokenizer_dir=tokenizer_dir, info=info)
+    cfg = compose(run_overrides("null", seed=seed))
+    prefixes = weight_prefixes(cfg)
+    # the projector and the LLM are the very modules their components wrap (nn.Sequential, a transformers
+    # causal LM), so their state_dict() is what the components' checkpoint_state() gives
+    tensors = {**component_tensors({"vision": vision_component(cfg, arch, vit)}, prefixes),
+               **{prefixes["projector"] + k: v for k, v in projector.state_dict().items()},
+               **llm.state_dict()}
+    size = write_bundle(out, arch=arch, tensors=tensors, tokenizer_dir=tokenizer_dir, info=info)
     return n_tokens, size
 
 
-def vision_reference_state(model: Any) -> dict[str, Any]:
-    """transformers InternVLVisionModel names -> the reference InternViT names (fused qkv)."""
-    import torch
-
-    sd = model.state_dict()
-    out = {
-        "embeddings.class_embedding": sd["embeddings.cls_token"],
-        "embeddings.position_embedding": sd["embeddings.position_embeddings"],
-        "embeddings.patch_embedding.weight": sd["embeddings.patch_embeddings.projection.weight"],
-        "embeddings.patch_embedding.bias": sd["embeddings.patch_embeddings.projection.bias"],
-    }
-    names = {"attention.projection_layer": "attn.proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
-             "layernorm_before": "norm1", "layernorm_after": "norm2", "lambda_1": "ls1", "lambda_2": "ls2"}
-    for i in range(model.config.num_hidden_layers):
-        src, dst = f"encoder.layer.{i}.", f"encoder.layers.{i}."
-        for kind in ("weight", "bias"):
-            out[f"{dst}attn.qkv.{kind}"] = torch.cat(
-                [sd[f"{src}attention.{p}_proj.{kind}"] for p in ("q", "k", "v")])
-        for hf, ref in names.items():
-            for key in [k for k in sd if k.startswith(src + hf)]:
-                out[dst + ref + key[len(src + hf):]] = sd[key]
-    return out
-
-
-def _side(value: Any) -> int:
-    return int(value[0] if isinstance(value, (list, tuple)) else value)
-
-
-def write_bundle(out: Path, *, vision: Any, projector: Any, llm: Any, tokenizer_dir: Path,
+def write_bundle(out: Path, *, arch: Architecture, tensors: dict[str, Any], tokenizer_dir: Path,
                  info: dict[str, Any], repetition_penalty: float = 1.05) -> int:
     """Write a bundle the loader reads back unchanged; returns its size in bytes.
 
-    ``vision`` is a transformers ``InternVLVisionModel``, ``projector`` the ``nn.Sequential`` of mlp2x_gelu,
-    ``llm`` a ``Qwen2ForCausalLM``; ``tokenizer_dir`` holds the tokenizer files. The embedding rows are padded
-    to a multiple of 64 as real checkpoints are (the loader shrinks them to the tokenizer's length again).
+    ``tensors`` are the bundle's tensors by full name (:func:`component_tensors`), of a model of ``arch``;
+    ``tokenizer_dir`` holds the tokenizer files. The embedding rows are padded to a multiple of 64 as real
+    checkpoints are (the loader shrinks them to the tokenizer's length again).
     """
     import torch
     from safetensors.torch import save_file
@@ -197,29 +184,17 @@ def write_bundle(out: Path, *, vision: Any, projector: Any, llm: Any, tokenizer_
     special = {t["content"]: t["id"] for t in json.loads((staging / "tokenizer.json").read_text())["added_tokens"]}
     n_tokens = max(special.values()) + 1
 
-    vcfg, lcfg = vision.config, llm.config
-    vit_cfg = dict(hidden_size=vcfg.hidden_size, num_hidden_layers=vcfg.num_hidden_layers,
-                   num_attention_heads=vcfg.num_attention_heads, intermediate_size=vcfg.intermediate_size,
-                   image_size=_side(vcfg.image_size), patch_size=_side(vcfg.patch_size),
-                   layer_norm_eps=vcfg.layer_norm_eps)
-    llm_cfg = dict(hidden_size=lcfg.hidden_size, intermediate_size=lcfg.intermediate_size,
-                   num_hidden_layers=lcfg.num_hidden_layers, num_attention_heads=lcfg.num_attention_heads,
-                   num_key_value_heads=lcfg.num_key_value_heads, rms_norm_eps=lcfg.rms_norm_eps,
-                   rope_theta=float(getattr(lcfg, "rope_theta", None) or 1e6),
-                   max_position_embeddings=lcfg.max_position_embeddings, tie_word_embeddings=False,
-                   hidden_act=lcfg.hidden_act)
+    vit_cfg, llm_cfg = arch.vision_config(), arch.llm_config()
     padded_vocab = (n_tokens + 63) // 64 * 64
-    tensors = {}
-    for key, value in llm.state_dict().items():
+    saved = {}
+    for key, value in tensors.items():
         if "rotary" in key:
             continue
         if key in ("model.embed_tokens.weight", "lm_head.weight"):
             value = torch.cat([value[:n_tokens], value.new_zeros(padded_vocab - min(n_tokens, value.shape[0]),
                                                                  value.shape[1])])
-        tensors[key] = value
-    tensors.update({f"model.vision_tower.vision_tower.{k}": v for k, v in vision_reference_state(vision).items()})
-    tensors.update({f"model.mm_projector.{k}": v for k, v in projector.state_dict().items()})
-    save_file({k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in sorted(tensors.items())},
+        saved[key] = value
+    save_file({k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in sorted(saved.items())},
               str(staging / "model.safetensors"), metadata={"format": "pt"})
 
     config = {

@@ -2,8 +2,9 @@
 
 Nothing here re-implements the model: the pipeline is built with :func:`vita_framework.build` from a bundle on
 disk, and a training step runs the same path generation runs -- ``vision.preprocess`` (tiling),
-``vision.features`` (tower, x0.5, pixel shuffle), the projector, the prompt from the same template +
-``user_text`` + ``tokenize_with_placeholders``, ``pipeline.fusion.fuse`` and the LLM -- with gradients on.
+``vision.features`` (tower, x0.5, pixel shuffle), the projector, the prompt laid out, rendered and tokenised
+by :mod:`vita_framework.prompt` exactly as ``pipeline.prepare`` does it (same ids), ``pipeline.fusion`` and the
+LLM -- with gradients on.
 The loss covers only the answer tokens and the closing ``<|im_end|>`` (which is what stops generation).
 
 One exactness-preserving shortcut: every training sequence starts with the same system prompt, and the
@@ -23,7 +24,8 @@ from typing import Any
 
 import torch
 
-from vita_framework.prompt import IMAGE_PLACEHOLDER, PLACEHOLDER_IDS, modality_of, tokenize_with_placeholders, user_text
+from vita_framework.prompt import PromptTokens, layout_user_text, system_prompt_key
+from vita_framework.request import Request
 from vita_training import synthetic
 
 
@@ -47,6 +49,8 @@ class Trainer:
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.image_size = int(self.vision.image_size)
         self.tokens_per_tile = int(self.vision.tokens_per_tile)
+        self.modality = pipeline.modalities.get("image")  # its stream, placeholder id, system prompt
+        self.placeholder_ids = pipeline.placeholder_ids
         self._prompts: dict[str, list[int]] = {}
         self._answers: dict[str, list[int]] = {}
         flags = {"vision": train_vision, "projector": train_projector, "llm": train_llm}
@@ -60,12 +64,25 @@ class Trainer:
 
     # -- text --------------------------------------------------------------------------------------
     def prompt_ids(self, question: str) -> list[int]:
-        """The generation prompt for one single-tile image and ``question``, exactly as ``Pipeline.prepare``."""
+        """The generation prompt for one single-tile image and ``question``, exactly as ``Pipeline.prepare``
+        builds it: laid out, rendered with the system prompt the image selects, tokenised once, and the marker
+        expanded to the rows the projector and the fusion leave of one tile."""
         if question not in self._prompts:
-            text = self.pipe.template.render(user_text(question, [1], [], 0), modality_of(True, False),
-                                             self.tokenizer)
-            self._prompts[question] = tokenize_with_placeholders(self.tokenizer, text, [self.tokens_per_tile], [])
+            table, image = self.pipe.modalities, self.modality
+            user, _ = layout_user_text(question, {image.name: [1]}, table)
+            text = self.pipe.template.render(user, system_prompt_key([image]), self.tokenizer)
+            prompt = PromptTokens(self.tokenizer, text, table.stream_markers())
+            rows = self.pipe.fusion.reduced_tokens(image.stream, [self.projector.tokens_out(self.tokens_per_tile)],
+                                                   [0])
+            self._prompts[question] = prompt.ids({image.stream: rows}, self.placeholder_ids)
         return self._prompts[question]
+
+    def check_prompt(self, example: synthetic.Example) -> None:
+        """Raise unless :meth:`prompt_ids` equals the ids ``pipeline.prepare`` gives (it encodes the image)."""
+        prepared = self.pipe.prepare(Request(example.question, images=[example.image(self.image_size)])).input_ids
+        if prepared != self.prompt_ids(example.question):
+            raise RuntimeError(f"training tokenises {example.question!r} unlike generation: "
+                               f"{self.prompt_ids(example.question)} vs {prepared}")
 
     def answer_ids(self, answer: str) -> list[int]:
         """The assistant's reply as generation produces it: the answer's tokens then ``<|im_end|>``."""
@@ -75,7 +92,8 @@ class Trainer:
 
     def _common_prefix(self) -> int:
         ids = self.prompt_ids(synthetic.DESCRIBE)
-        return ids.index(IMAGE_PLACEHOLDER)  # the system prompt and the user header: the same in every row
+        # the system prompt and the user header: the same in every row
+        return ids.index(self.placeholder_ids[self.modality.stream])
 
     # -- batches ------------------------------------------------------------------------------------
     def batch(self, examples: list[list[synthetic.Example]]) -> Batch:
@@ -99,13 +117,15 @@ class Trainer:
 
     # -- forward ------------------------------------------------------------------------------------
     def embeds(self, batch: Batch) -> torch.Tensor:
-        """Image features through tower and projector, spliced into the text by the pipeline's fusion."""
-        features = self.projector(self.vision.features(batch.pixel_values))
-        rows = [features[i] for i in batch.image_of_row]
+        """Image features through tower and projector, reduced and spliced into the text by the pipeline's
+        fusion (every stream but the image's is empty)."""
+        stream = self.modality.stream
+        tiles = list(self.projector(self.vision.features(batch.pixel_values)).unbind(0))
+        tiles = self.pipe.fusion.reduce(stream, tiles, [0] * len(tiles))
+        features = {s: [] for s in self.placeholder_ids}
+        features[stream] = [tiles[i] for i in batch.image_of_row]
         mask = torch.ones_like(batch.ids)
-        fused = self.pipe.fusion.fuse(batch.ids, mask, self.llm.embed, {"image": rows, "audio": []},
-                                      PLACEHOLDER_IDS)
-        return fused.inputs_embeds
+        return self.pipe.fusion.fuse(batch.ids, mask, self.llm.embed, features, self.placeholder_ids).inputs_embeds
 
     def hidden(self, embeds: torch.Tensor, image_of_row: list[int] | None = None,
                shared_prefix: bool = True) -> tuple[torch.Tensor, int]:
@@ -247,8 +267,6 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
 def generated_accuracy(pipeline: Any, examples: list[synthetic.Example], *, batch_size: int = 50,
                        max_new_tokens: int = 24) -> tuple[float, list[str]]:
     """Fraction of ``examples`` whose generated answer (the public ``generate_batch``) is exactly right."""
-    from vita_framework.pipeline import Request
-
     requests = [Request(e.question, images=[e.image()]) for e in examples]
     result = pipeline.generate_batch(requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
     texts = [row.text for row in result.rows]

@@ -15,19 +15,9 @@ register_search_path()
 
 @hydra.main(version_base="1.3", config_path="pkg://vita_framework.conf", config_name="config")
 def app(cfg) -> float | None:
-    import sys
-
     from .cli import run_job
-    from .errors import VitaError
-    from .schema import validate_run_config
 
-    try:
-        validate_run_config(cfg)
-    except VitaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    run_job(cfg)
-    return None
+    return run_job(cfg)
 
 
 def main() -> None:

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import CheckpointError, UnknownComponentError
-from .generation import validate_generation_options
 from .plugin_manager import get_plugins
 from .registry import BuildContext
-from .schema import validate_run_config
+from .validation import validate_run
 from .weights import Bundle, default_bundle_path
 
 
@@ -66,9 +65,8 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     from .devices import resolve_device, resolve_dtype
     from .pipeline import Pipeline
 
-    validate_run_config(cfg)
+    validate_run(cfg, request_inputs=False)  # every problem at once, before any weight is read
     generation = OmegaConf.to_container(cfg.generation, resolve=True) if cfg.get("generation") else {}
-    validate_generation_options(generation)
     plugins = get_plugins()
     registry, modalities = plugins.registry, plugins.modalities
     kinds = configured_kinds(cfg, modalities)
@@ -126,11 +124,14 @@ def configured_kinds(cfg: Any, modalities: Any) -> list[str]:
 def weight_claims(cfg: Any, kinds: list[str], registry: Any) -> tuple[dict[str, list[str]], list[str]]:
     """Checkpoint prefixes each configured kind reads, and those of registered but unconfigured components.
 
-    Two configured components claiming overlapping prefixes is an error naming both packages.
+    Each kind's prefixes are a :class:`~vita_framework.weights.Claimed` list naming the component and its
+    plugin (for the LLM's "nobody claims these tensors" error). Two configured components claiming overlapping
+    prefixes is an error naming both packages.
     """
     from omegaconf import OmegaConf
 
     from .errors import ConfigError
+    from .weights import Claimed
 
     claims: dict[str, list[str]] = {}
     owners: dict[str, Any] = {}
@@ -140,10 +141,10 @@ def weight_claims(cfg: Any, kinds: list[str], registry: Any) -> tuple[dict[str, 
             continue
         spec, options = registry.options(kind, OmegaConf.to_container(cfg[kind], resolve=True))
         configured.append(spec)
-        claims[kind] = spec.claimed_prefixes(options)
+        claims[kind] = Claimed(spec.claimed_prefixes(options), owner=f"{kind} '{spec.name}' from {spec.origin}")
         for prefix in claims[kind]:
             for other, (other_kind, other_spec) in owners.items():
-                if prefix.startswith(other) or other.startswith(prefix):
+                if other_kind != kind and (prefix.startswith(other) or other.startswith(prefix)):
                     raise ConfigError(
                         f"{kind} '{spec.name}' from {spec.origin} and {other_kind} '{other_spec.name}' from "
                         f"{other_spec.origin} both claim checkpoint tensors under '{prefix}' / '{other}'; set one "

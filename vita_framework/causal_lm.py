@@ -53,7 +53,6 @@ class CausalLMBackbone:
         self.generation_defaults = generation_defaults
         self.hidden_size = int(model.config.hidden_size)
         self._embed = model.get_input_embeddings()
-        _penalise_generated_tokens_only(model)
 
     @classmethod
     def from_options(cls, options: Any, context: Any, *, arch_name: str,
@@ -79,13 +78,16 @@ class CausalLMBackbone:
                 "tokens; the tokenizer does not belong to this checkpoint"
             )
         raw["vocab_size"] = vocab  # as the reference's loader: resize_token_embeddings(len(tokenizer))
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # build time, not the generation thread
             warnings.simplefilter("ignore", FutureWarning)
-            config = config_cls(**raw)
-        config._attn_implementation = options.attn_implementation
+            config = config_cls(**raw, attn_implementation=options.attn_implementation)
         dtype = torch_dtype(context.dtype)
         if bundle is not None:
-            with torch.device("meta"):
+            from accelerate import init_empty_weights
+
+            # parameters on meta (the bundle's tensors are assigned in), buffers real: transformers computes
+            # the non-persistent rotary inv_freq itself, as checkpoints do not hold it
+            with init_empty_weights(include_buffers=False):
                 model = model_cls(config)
             state = unclaimed_state(bundle, context)
             for key in ("model.embed_tokens.weight", "lm_head.weight"):
@@ -93,8 +95,7 @@ class CausalLMBackbone:
                     state[key] = state[key][:vocab]
             if config.tie_word_embeddings and "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
                 state["lm_head.weight"] = state["model.embed_tokens.weight"]
-            load_into(model, state, what=f"LLM from '{bundle.path}'")
-            _rebuild_meta_buffers(model)
+            load_into(model, state, what=f"LLM ({arch_name}) from '{bundle.path}'", context=context)
             if config.tie_word_embeddings:
                 model.tie_weights()
         else:
@@ -172,41 +173,21 @@ class CausalLMBackbone:
         return GenerationConfig(**merged)
 
     @torch.inference_mode()
-    def generate(self, fused: Any, generation_config: Any, *, streamer: Any = None, seed: int | None = None,
-                 **kwargs: Any) -> Any:
-        generation_config.return_dict_in_generate = True
-        if seed is not None:
-            torch.manual_seed(seed)
-        with warnings.catch_warnings():
-            # generating from inputs_embeds, the repetition penalty sees only new tokens: that is exactly the
-            # reference's behaviour (it generates from inputs_embeds too), so the warning is noise here
-            warnings.filterwarnings("ignore", message=".*repetition_penalty.*inputs_embeds.*")
-            return self.model.generate(
-                inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
-                generation_config=generation_config, streamer=streamer, **kwargs,
-            )
+    def generate(self, fused: Any, generation_config: Any, *, streamer: Any = None, seed: int | None = None) -> Any:
+        """Penalty and sampling run as our own logits processors (see :mod:`vita_framework.decoding`): the
+        penalty covers every generated token of every row, and sampling draws from a generator of this call
+        (``seed``, or fresh entropy when None), never from the global torch RNG."""
+        from .decoding import decoding_plan
 
-
-def _penalise_generated_tokens_only(model: Any) -> None:
-    """Make the repetition penalty see every generated token of every row of a left-padded batch.
-
-    transformers 5.x tells RepetitionPenaltyLogitsProcessor to ignore the first ``<leading pads>`` ids of
-    each row, assuming ``input_ids`` holds the prompt. Generating from ``inputs_embeds``, ``input_ids`` holds
-    only new tokens, so a padded row's penalty silently switched off (golden case 5 row 1 scores were 0.11
-    off). Our ids never contain a prompt, so nothing must be ignored; the processor order stays intact.
-    """
-    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
-
-    build = model._get_logits_processor
-
-    def get_logits_processor(*args: Any, **kwargs: Any) -> Any:
-        processors = build(*args, **kwargs)
-        for processor in processors:
-            if isinstance(processor, RepetitionPenaltyLogitsProcessor):
-                processor.prompt_ignore_length = None
-        return processors
-
-    model._get_logits_processor = get_logits_processor
+        config, processors, sampler = decoding_plan(generation_config, self.model.generation_config, seed,
+                                                    fused.inputs_embeds.device)
+        out = self.model.generate(
+            inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
+            generation_config=config, logits_processor=processors, streamer=streamer,
+        )
+        if sampler is not None and sampler.scores is not None and out.scores is not None:
+            out.scores = tuple(sampler.scores[:len(out.scores)])  # warped scores, not the one-hot draw
+        return out
 
 
 def transformers_classes(arch: str | None) -> tuple[Any, Any]:
@@ -220,17 +201,6 @@ def transformers_classes(arch: str | None) -> tuple[Any, Any]:
             f"llm.arch={arch!r} is not a transformers causal LM; use the class prefix, e.g. Llama, Mistral, "
             "Gemma2, Phi3, Qwen2 (transformers' <arch>ForCausalLM)")
     return config_cls, model_cls
-
-
-def _rebuild_meta_buffers(model: Any) -> None:
-    """Non-persistent buffers (rotary inv_freq) are not in checkpoints; rebuild the modules that own them."""
-    for name, module in list(model.named_modules()):
-        if any(b.is_meta for b in module.buffers(recurse=False)):
-            if "rotary" not in type(module).__name__.lower():
-                raise CheckpointError(f"LLM buffer of '{name}' was not initialised from the checkpoint")
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, attr, type(module)(config=model.config))
 
 
 def _dispatch(model: Any, device_map: str, dtype: Any) -> Any:

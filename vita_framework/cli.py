@@ -120,7 +120,9 @@ def _peak_memory_mb() -> float:
 
 def _run(cfg: Any) -> dict[str, Any]:
     from .builder import COMPONENT_CACHE, build_pipeline
+    from .validation import validate_run
 
+    validate_run(cfg)  # config, generation, checkpoint and inputs: all problems at once, before any loading
     batch = dataset = None
     if cfg.get("requests"):
         from .requests_io import read_requests

@@ -174,9 +174,11 @@ def validate_options(spec: ComponentSpec, kwargs: dict[str, Any], key: str) -> A
     except (ValidationError, ConfigKeyError, MissingMandatoryValue) as exc:
         sub = getattr(exc, "full_key", "") or ""
         raise ComponentConfigError(
-            f"invalid option '{key}.{sub}' for {spec.kind} '{spec.name}' ({spec.origin}): {exc.msg}. "
+            f"invalid option '{key}.{sub}' for {spec.kind} '{spec.name}' ({spec.origin}): {exc.msg.splitlines()[0]}. "
             f"Valid keys: {', '.join(sorted(fields))}"
         ) from None
+    except ValueError as exc:  # the schema's own checks (__post_init__), e.g. min_tiles <= max_tiles
+        raise ComponentConfigError(f"invalid options for {spec.kind} '{spec.name}' ({spec.origin}): {exc}") from None
 
 
 def _plain(node: Any) -> Any:

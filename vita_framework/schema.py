@@ -41,14 +41,23 @@ def allowed_keys() -> frozenset[str]:
 
 
 def validate_run_config(cfg: Any) -> None:
-    """Raise ConfigError for unknown top-level keys or invalid run values."""
+    """Raise ConfigError (every problem listed) for unknown top-level keys or invalid run values."""
+    from .errors import ValidationErrors
+
+    problems = run_config_problems(cfg)
+    if problems:
+        raise ValidationErrors(problems)
+
+
+def run_config_problems(cfg: Any) -> list[str]:
+    """Every problem of the top-level keys and run values, without stopping at the first."""
     from .plugin_manager import get_modalities
 
     table = get_modalities()
     groups = component_groups()
     allowed = allowed_keys()
-    keys = [k for k in cfg if k != "hydra"]
-    for key in keys:
+    problems: list[str] = []
+    for key in (k for k in cfg if k != "hydra"):
         if key in allowed:
             continue
         close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
@@ -59,40 +68,38 @@ def validate_run_config(cfg: Any) -> None:
             hint = f" Did you mean '{close[0]}={value}'?"
         else:
             hint = ""
-        raise ConfigError(
-            f"unknown config key '{key}'.{hint} Valid top-level keys: {', '.join(sorted(allowed))}"
-        )
+        problems.append(f"unknown config key '{key}'.{hint} Valid top-level keys: {', '.join(sorted(allowed))}")
     dtype = cfg.get("dtype", "auto")
     if dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype} is not supported; use one of {', '.join(DTYPES)}")
+        problems.append(f"dtype={dtype} is not supported; use one of {', '.join(DTYPES)}")
     device = str(cfg.get("device", "auto"))
     if not _DEVICE.match(device):
-        raise ConfigError(f"device={device} is not understood; use auto, cpu, cuda or cuda:N")
+        problems.append(f"device={device} is not understood; use auto, cpu, cuda or cuda:N")
     for key in table.request_keys():
         value = cfg.get(key)
         if value is not None and not isinstance(value, str) and not _is_sequence(value):
-            raise ConfigError(f"{key} must be a list of file paths, e.g. {key}=[a.png,b.png]; got {value!r}")
-    output = cfg.get("output") or {}
-    for key in output:
-        if key not in OUTPUT_KEYS:
-            raise ConfigError(f"unknown config key 'output.{key}'; valid: {', '.join(sorted(OUTPUT_KEYS))}")
+            problems.append(f"{key} must be a list of file paths, e.g. {key}=[a.png,b.png]; got {value!r}")
+    problems += [f"unknown config key 'output.{key}'; valid: {', '.join(sorted(OUTPUT_KEYS))}"
+                 for key in (cfg.get("output") or {}) if key not in OUTPUT_KEYS]
     for key, modality in table.options_keys().items():
-        validate_modality_options(cfg.get(key), key, modality.options_schema)
+        try:
+            validate_modality_options(cfg.get(key), key, modality.options_schema)
+        except ConfigError as exc:
+            problems.append(str(exc))
     eval_cfg = cfg.get("eval") or {}
-    for key in eval_cfg:
-        if key not in EVAL_KEYS:
-            raise ConfigError(f"unknown config key 'eval.{key}'; valid: {', '.join(sorted(EVAL_KEYS))}")
+    problems += [f"unknown config key 'eval.{key}'; valid: {', '.join(sorted(EVAL_KEYS))}"
+                 for key in eval_cfg if key not in EVAL_KEYS]
     if eval_cfg.get("metric", "exact") not in ("exact", "contains"):
-        raise ConfigError(f"eval.metric={eval_cfg.get('metric')} is not supported; use exact or contains")
+        problems.append(f"eval.metric={eval_cfg.get('metric')} is not supported; use exact or contains")
     batch_size = cfg.get("batch_size", 1)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        problems.append(f"batch_size must be a positive integer; got {batch_size!r}")
     for group in groups:
         node = cfg.get(group)
         if node is not None and (not hasattr(node, "keys") or "component" not in node):
-            raise ConfigError(
-                f"'{group}' must name a component (e.g. +{group}=<option> from conf/{group}/); got {node!r}"
-            )
+            problems.append(f"'{group}' must name a component (e.g. +{group}=<option> from conf/{group}/); "
+                            f"got {node!r}")
+    return problems
 
 
 def validate_modality_options(node: Any, key: str, schema: type | None) -> Any:

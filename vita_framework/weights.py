@@ -5,7 +5,9 @@ A bundle holds ``config.json`` (LLM architecture plus the ``mm_*`` keys), safete
 sub-directories named by ``mm_vision_tower`` / ``mm_audio_encoder``. Those sub-directories supply only
 configs (architecture, image processor, yaml, CMVN stats); every tensor comes from the main shards, so
 pickles such as ``final.pt`` are never opened. Components read only their own key prefix, so an unused
-component's tensors are never loaded.
+component's tensors are never loaded; the LLM takes what no component claims, and a tensor that is nobody's
+is an error naming its prefix (:func:`load_into` with ``context``). :func:`save_bundle` writes a built
+pipeline back in the same layout.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .errors import CheckpointError
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # not copied by save_bundle (it writes its own)
 
 
 def default_bundle_path() -> Path:
@@ -182,8 +185,21 @@ def _safetensors_keys(path: Path) -> list[str]:
         raise CheckpointError(f"'{path}' is not a readable safetensors file: {exc}") from None
 
 
-def load_into(module: Any, state: dict[str, Any], *, what: str, ignore_missing: tuple[str, ...] = ()) -> None:
-    """Load ``state`` into ``module`` strictly, naming missing, unexpected and mis-shaped keys."""
+class Claimed(list):
+    """One kind's claimed prefixes (a plain ``list[str]``) that remembers who claims them, for error messages."""
+
+    def __init__(self, prefixes: Any = (), *, owner: str = "") -> None:
+        super().__init__(prefixes)
+        self.owner = owner
+
+
+def load_into(module: Any, state: dict[str, Any], *, what: str, ignore_missing: tuple[str, ...] = (),
+              context: Any = None) -> None:
+    """Load ``state`` into ``module`` strictly, naming missing, unexpected and mis-shaped keys.
+
+    With the build ``context`` (the LLM's load: ``state`` is what no component claims), unexpected tensors are
+    reported by prefix with the configured components' claims (:func:`unclaimed_message`).
+    """
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith(ignore_missing)]
     unexpected = [k for k in state if k not in expected]
@@ -194,13 +210,32 @@ def load_into(module: Any, state: dict[str, Any], *, what: str, ignore_missing: 
     problems = []
     if missing:
         problems.append(f"missing {len(missing)} tensor(s), e.g. {', '.join(missing[:5])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} tensor(s), e.g. {', '.join(unexpected[:5])}")
     if wrong:
         problems.append(f"{len(wrong)} mis-shaped tensor(s): {'; '.join(wrong[:5])}")
+    if unexpected:
+        problems.append(unclaimed_message(unexpected, context) if context is not None
+                        else f"unexpected {len(unexpected)} tensor(s), e.g. {', '.join(unexpected[:5])}")
     if problems:
         raise CheckpointError(f"{what}: " + "; ".join(problems))
     module.load_state_dict(state, strict=False, assign=True)
+
+
+def unclaimed_message(keys: list[str], context: Any) -> str:
+    """Tensors nobody claims, grouped by prefix, with every configured component's claim and what to do."""
+    groups: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        prefix = ".".join(parts[:min(3, len(parts) - 1)]) + "." if len(parts) > 1 else key
+        groups[prefix] = groups.get(prefix, 0) + 1
+    by_prefix = ", ".join(f"'{p}' ({n})" for p, n in sorted(groups.items(), key=lambda item: -item[1])[:10])
+    owners = [f"{getattr(prefixes, 'owner', '') or kind} claims "
+              + (", ".join(f"'{p}'" for p in prefixes) if prefixes else "nothing")
+              for kind, prefixes in context.claims.items()]
+    return (f"unexpected {len(keys)} tensor(s), e.g. {', '.join(keys[:5])}: no configured component claims them "
+            f"and the LLM has no such weights. Unclaimed prefixes: {by_prefix}. Configured: "
+            f"{'; '.join(owners) or 'no component besides the LLM'}; the LLM takes every other tensor. Configure "
+            "the component these tensors belong to (+<kind>=<option>), set its <kind>.weights_prefix to their "
+            "prefix, or remove them from the bundle")
 
 
 def unclaimed_state(bundle: Bundle, context: Any) -> dict[str, Any]:
@@ -208,3 +243,79 @@ def unclaimed_state(bundle: Bundle, context: Any) -> dict[str, Any]:
     LLM's share of the bundle (design.md §6: components own their weights, the LLM takes what remains)."""
     claimed = tuple(p for prefixes in context.claims.values() for p in prefixes)
     return bundle.load("", exclude=claimed + tuple(context.ignored_prefixes))
+
+
+def save_bundle(pipeline: Any, out_dir: str | os.PathLike, *, source: Bundle | str | os.PathLike | None = None,
+                claims: dict[str, list[str]] | None = None) -> Path:
+    """Write ``pipeline``'s weights as a bundle that ``checkpoint=<out_dir>`` with the same config loads back.
+
+    ``model.safetensors`` holds the LLM's ``checkpoint_state()`` as is and every other component's under the
+    (first) prefix it claims (``claims``: kind -> prefixes, default ``pipeline.claims``). ``config.json`` (its
+    LLM keys taken from the built LLM), tokenizer files and the encoder sub-directories named in it (configs
+    only) come from ``source`` (default: the embedded bundle); ``generation_config.json`` holds the LLM's
+    generation defaults. Written to a temporary directory and renamed, so a half-written bundle never exists.
+    """
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    src = source if isinstance(source, Bundle) else Bundle(source or default_bundle_path())
+    out = Path(out_dir).expanduser()
+    claims = claims if claims is not None else getattr(pipeline, "claims", None)
+    if claims is None:
+        raise CheckpointError("save_bundle needs each component's claimed prefixes: pass claims=... "
+                              "(vita_framework.builder.weight_claims) or a pipeline that has .claims")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CheckpointError(f"'{out}' already exists and is not an empty directory; choose a new directory")
+    components = {"llm": pipeline.llm, **pipeline.encoders, "projector": pipeline.projector,
+                  "fusion": pipeline.fusion}
+    tensors: dict[str, Any] = {}
+    seen: set[int] = set()
+    for kind, component in components.items():
+        state = component.checkpoint_state() if component is not None else {}
+        prefixes = list(claims.get(kind) or [""]) if kind != "llm" else [""]
+        if state and kind != "llm" and not prefixes[0]:
+            raise CheckpointError(f"{kind} has {len(state)} tensor(s) but claims no checkpoint prefix, so they "
+                                  "cannot be saved; give it a weights_prefix option (or register it with claims)")
+        for key, tensor in state.items():
+            tensor = tensor.detach().to("cpu").contiguous()
+            if tensor.data_ptr() in seen:  # tied weights: safetensors refuses shared storage
+                tensor = tensor.clone()
+            seen.add(tensor.data_ptr())
+            if prefixes[0] + key in tensors:
+                raise CheckpointError(f"{kind} tensor '{prefixes[0] + key}' is also saved by another component")
+            tensors[prefixes[0] + key] = tensor
+    config = dict(src.config)
+    llm_config = getattr(getattr(pipeline.llm, "model", None), "config", None)
+    if llm_config is not None:
+        from .causal_lm import _LLM_KEYS
+
+        config.update({k: v for k, v in llm_config.to_dict().items() if k in _LLM_KEYS})
+        config["torch_dtype"] = str(getattr(pipeline.llm.model, "dtype", "float32")).removeprefix("torch.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        save_file(tensors, str(staging / SINGLE_FILE), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        defaults = getattr(pipeline.llm, "generation_defaults", None)  # None: the source's file is copied
+        if defaults:
+            (staging / "generation_config.json").write_text(json.dumps(defaults, indent=2), encoding="utf-8")
+        skip = {"config.json", "bundle_info.json", INDEX_FILE, *PICKLE_FILES,
+                *(["generation_config.json"] if defaults is not None else [])}
+        for file in src.path.iterdir():
+            if file.is_file() and file.name not in skip and file.suffix not in WEIGHT_SUFFIXES:
+                shutil.copy2(file, staging / file.name)
+        for value in {v for v in src.config.values() if isinstance(v, str) and v and not Path(v).is_absolute()}:
+            sub = src.path / value
+            if sub.is_dir() and sub.resolve() != src.path.resolve() and not (staging / value).exists():
+                shutil.copytree(sub, staging / value,
+                                ignore=shutil.ignore_patterns(*(f"*{x}" for x in WEIGHT_SUFFIXES)))
+        (staging / "bundle_info.json").write_text(json.dumps({
+            "weights": "saved from a built pipeline (vita_framework.weights.save_bundle)",
+            "source": str(src.path), "components": {k: list(v) for k, v in claims.items()}}, indent=2))
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out

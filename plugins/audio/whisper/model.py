@@ -110,6 +110,7 @@ class WhisperAudioEncoder(nn.Module):
         return [math.ceil(n / self.pool) for n in frames]
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """``encoder.*`` (WhisperEncoder) and ``projector.*``, as ``from_options`` reads them under the prefix."""
         return dict(self.state_dict())
 
     @torch.inference_mode()

@@ -23,6 +23,11 @@ class SlowFastOptions:
     slow_size: int = 12  # slow frames keep a slow_size x slow_size token grid
     fast_size: int = 7  # the other frames keep fast_size x fast_size
 
+    def __post_init__(self) -> None:
+        for name in ("stride", "slow_size", "fast_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"fusion.{name} must be >= 1; got {getattr(self, name)}")
+
 
 class SlowFastFusion(SpliceFusion):
     """Pool each video's frames slow/fast (``groups``: 0 = still image tile, k > 0 = frame of video k)."""
@@ -85,11 +90,6 @@ def _resample_grid(feat: Any, side: int, modality: str) -> Any:
 
 
 def build_slow_fast(options: SlowFastOptions, context: Any) -> SlowFastFusion:
-    from vita_framework.errors import ConfigError
-
-    for name in ("stride", "slow_size", "fast_size"):
-        if getattr(options, name) < 1:
-            raise ConfigError(f"fusion.{name} must be >= 1; got {getattr(options, name)}")
     return SlowFastFusion(options.stride, options.slow_size, options.fast_size)
 
 

@@ -35,6 +35,11 @@ class InternViTOptions:
     weights_prefix: str = "model.vision_tower.vision_tower."
     arch: InternViTArch = field(default_factory=InternViTArch)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_tiles <= self.max_tiles:
+            raise ValueError(f"vision.min_tiles={self.min_tiles} and vision.max_tiles={self.max_tiles} must "
+                             "satisfy 1 <= min_tiles <= max_tiles")
+
 
 def build_internvit(options: InternViTOptions, context) -> Any:
     from .model import InternViTEncoder

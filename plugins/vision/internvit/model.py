@@ -11,7 +11,7 @@ from torch import nn
 
 from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
-from vita_framework.errors import CheckpointError, ConfigError, InputError
+from vita_framework.errors import CheckpointError, InputError
 from vita_framework.ops import pixel_shuffle
 from vita_framework.weights import load_into, read_json
 
@@ -57,11 +57,6 @@ class InternViTEncoder(nn.Module):
     def from_options(cls, options: Any, context: Any) -> InternViTEncoder:
         from transformers import InternVLVisionConfig, InternVLVisionModel
 
-        if options.min_tiles < 1 or options.max_tiles < options.min_tiles:
-            raise ConfigError(
-                f"vision.min_tiles={options.min_tiles} and vision.max_tiles={options.max_tiles} must satisfy "
-                "1 <= min_tiles <= max_tiles"
-            )
         mean, std = IMAGENET_MEAN, IMAGENET_STD
         bundle = context.checkpoint
         if bundle is not None:
@@ -85,8 +80,8 @@ class InternViTEncoder(nn.Module):
             use_mean_pooling=True,  # keeps the final layernorm an Identity: InternViT has no final norm
             use_absolute_position_embeddings=True, use_mask_token=False,
             hidden_dropout_prob=0.0, attention_dropout=0.0, projection_dropout=0.0,
+            attn_implementation=options.attn_implementation,
         )
-        config._attn_implementation = options.attn_implementation
         dtype = torch_dtype(context.dtype)
         if bundle is not None:
             with torch.device("meta"):

@@ -2,7 +2,8 @@
 
 SigLIP has no CLS token, so every patch token is kept: (image_size / patch_size)^2 tokens per image of the
 tower's width. One tile per image (``SiglipImageProcessor``: a plain resize, as SigLIP was trained). The
-attention-pooling head is never used and is not built.
+attention-pooling head is never used and is not built. Weights come from ``vision.model``, else from the bundle
+under ``weights_prefix`` (``SiglipVisionModel`` key names, as ``checkpoint_state`` writes them), else random.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class SiglipArch:
 @dataclass
 class SiglipOptions:
     #: a local SigLIP directory (config.json + safetensors; a SiglipModel or SiglipVisionModel save) or a hub
-    #: id in the local cache; None: random init from `arch` (warning)
+    #: id in the local cache; None: the tower of `arch` with the bundle's tensors under weights_prefix when it
+    #: has them, else random init (warning)
     model: str | None = None
+    weights_prefix: str = "model.vision_tower.siglip."
     #: -1: last_hidden_state (after the post-layernorm); otherwise hidden_states[select_layer] (0: embeddings)
     select_layer: int = -1
     attn_implementation: str = "sdpa"

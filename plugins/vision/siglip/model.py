@@ -48,11 +48,16 @@ class SiglipEncoder(nn.Module):
                 hidden_size=a.hidden_size, num_hidden_layers=a.num_hidden_layers,
                 num_attention_heads=a.num_attention_heads, intermediate_size=a.intermediate_size,
                 image_size=a.image_size, patch_size=a.patch_size, layer_norm_eps=a.layer_norm_eps,
-                vision_use_head=False, attention_dropout=0.0,
+                vision_use_head=False, attention_dropout=0.0, attn_implementation=options.attn_implementation,
             )
-            config._attn_implementation = options.attn_implementation
-            warnings.warn("vision 'siglip' has RANDOM weights (no vision.model given)", stacklevel=2)
             model = SiglipVisionModel(config)
+            bundle, prefix = context.checkpoint, options.weights_prefix
+            if bundle is not None and prefix and bundle.has_prefix(prefix):
+                load_into(model, bundle.load(prefix), what=f"SigLIP vision tower from '{bundle.path}' (prefix "
+                          f"{prefix}; architecture from vision.arch)")
+            else:
+                warnings.warn(f"vision 'siglip' has RANDOM weights (no vision.model and no bundle tensors under "
+                              f"'{prefix}')", stacklevel=2)
             processor = None
         layers = model.config.num_hidden_layers
         if not -(layers + 1) <= options.select_layer <= layers:
@@ -81,6 +86,7 @@ class SiglipEncoder(nn.Module):
         return [self.tokens_per_tile] * int(batch.pixel_values.shape[0])
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The tower in ``SiglipVisionModel`` names, as ``from_options`` reads them from a bundle."""
         return dict(self.model.state_dict())
 
     @torch.inference_mode()
@@ -105,9 +111,8 @@ def _load_pretrained(model_dir: Path, options: Any) -> nn.Module:
     if model_type not in SIGLIP_TYPES:
         raise CheckpointError(f"vision.model '{model_dir}' holds a '{model_type}' model, not SigLIP "
                               f"(model_type {' or '.join(SIGLIP_TYPES)})")
-    config = SiglipVisionConfig.from_pretrained(str(model_dir))
+    config = SiglipVisionConfig.from_pretrained(str(model_dir), attn_implementation=options.attn_implementation)
     config.vision_use_head = False
-    config._attn_implementation = options.attn_implementation
     files = Bundle(model_dir)  # the same reader as bundles: single or sharded safetensors, pickles refused
     prefix = "vision_model." if files.has_prefix("vision_model.") else ""
     state = {k: v for k, v in files.load(prefix).items() if not k.startswith(SKIPPED)}

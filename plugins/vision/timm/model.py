@@ -127,12 +127,13 @@ class TimmVisionEncoder(nn.Module):
             raise ComponentConfigError(f"vision.reduce=pixel_shuffle needs a square grid divisible by "
                                        f"reduce_factor={f}; '{options.model}' gives {grid[0]}x{grid[1]} "
                                        "(use reduce=avg_pool, or another image size via model_kwargs)")
-        _load_weights(model, options, context.checkpoint)
+        full = set(model.state_dict())
         if hasattr(model, "prune_intermediate_layers"):  # later blocks, final norm and head are never used
             try:
                 model.prune_intermediate_layers([index], prune_norm=not options.norm, prune_head=True)
             except (NotImplementedError, AssertionError, AttributeError, TypeError):
                 pass
+        _load_weights(model, options, context.checkpoint, pruned=full - set(model.state_dict()))
         model.to(device=context.device, dtype=torch_dtype(context.dtype)).eval()
         transform = timm.data.create_transform(**data_cfg)
         return cls(model, options, index, transform, height, grid, channels, prefix)
@@ -155,6 +156,7 @@ class TimmVisionEncoder(nn.Module):
         return [self.tokens_per_tile] * int(batch.pixel_values.shape[0])
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """timm key names of the model as pruned to the layer used; ``_load_weights`` reads them back."""
         return dict(self.model.state_dict())
 
     @torch.inference_mode()
@@ -196,8 +198,12 @@ class TimmVisionEncoder(nn.Module):
             self.tokens_per_tile = int(tokens.shape[1])
 
 
-def _load_weights(model: nn.Module, options: Any, bundle: Any) -> None:
-    """Strictly from vision.weights, else the bundle's prefix, else leave timm's random init (warning)."""
+def _load_weights(model: nn.Module, options: Any, bundle: Any, pruned: set[str]) -> None:
+    """Strictly from vision.weights, else the bundle's prefix, else leave timm's random init (warning).
+
+    ``model`` is already pruned to the layer used: tensors of the ``pruned`` parts (a full timm checkpoint has
+    them, a bundle saved from ``checkpoint_state`` does not) are dropped, every kept tensor must be there.
+    """
     if options.weights:
         from safetensors.torch import load_file
 
@@ -206,11 +212,15 @@ def _load_weights(model: nn.Module, options: Any, bundle: Any) -> None:
             state = load_file(str(file))
         except Exception as exc:
             raise CheckpointError(f"'{file}' is not a readable safetensors file: {exc}") from None
-        load_into(model, _drop_classifier(state, model), what=f"timm '{options.model}' from '{file}'")
+        what = f"timm '{options.model}' from '{file}'"
     elif bundle is not None and bundle.has_prefix(options.weights_prefix):
         state = bundle.load(options.weights_prefix)
-        load_into(model, _drop_classifier(state, model),
-                  what=f"timm '{options.model}' from '{bundle.path}' (prefix {options.weights_prefix})")
+        what = f"timm '{options.model}' from '{bundle.path}' (prefix {options.weights_prefix})"
+    else:
+        state = None
+    if state is not None:
+        state = {k: v for k, v in _drop_classifier(state, model).items() if k not in pruned}
+        load_into(model, state, what=what)
     else:
         warnings.warn(f"vision 'timm' ({options.model}) has RANDOM weights (no vision.weights and no bundle "
                       f"tensors under '{options.weights_prefix}')", stacklevel=3)
