@@ -61,7 +61,7 @@ def run(cfg: Any) -> dict[str, Any]:
         write_random_bundle,
     )
     from .loop import Trainer, fit, generated_accuracy
-    from .warmup import warm_up_vision
+    from .warmup import replay_initial_rng, warm_up_vision
 
     torch.set_num_threads(int(cfg.threads))
     out = Path(str(cfg.output_dir)).resolve()
@@ -78,6 +78,7 @@ def run(cfg: Any) -> dict[str, Any]:
     print(f"parameters: {sizes}; tokenizer {n_tokens} tokens; {trainer.tokens_per_tile} image tokens per tile; "
           f"prompt prefix shared over the batch: {trainer.prefix_len} tokens", flush=True)
 
+    replay_initial_rng(trainer, int(cfg.seed))
     t0 = time.perf_counter()
     vision_cfg = cfg.vision_warmup
     history = warm_up_vision(trainer, steps=int(vision_cfg.steps), images_per_step=int(vision_cfg.images_per_step),

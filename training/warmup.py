@@ -37,6 +37,17 @@ class RegionHeads(nn.Module):
         return [head(tokens) for head in self.heads]
 
 
+def replay_initial_rng(trainer, seed: int) -> None:
+    """Put the global RNG where the region heads have always been drawn from: seeded with ``seed``, then
+    advanced by the default init of an mlp2x_gelu projector (vision width -> LLM width -> LLM width), which the
+    builder used to draw before loading the projector's weights. It no longer does; replaying the draws keeps
+    a training config reproducing its bundle (the shipped one included) byte for byte."""
+    torch.manual_seed(seed)
+    width_in, width_out = int(trainer.vision.hidden_size), int(trainer.llm.hidden_size)
+    nn.Linear(width_in, width_out)
+    nn.Linear(width_out, width_out)
+
+
 def region_batch(trainer, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel values of scenes ``first .. first+count-1`` and their labels ``[count, tokens, 3]``."""
     grid = math.isqrt(trainer.tokens_per_tile)

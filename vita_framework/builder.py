@@ -46,9 +46,6 @@ class ComponentCache:
             self._items.pop(next(iter(self._items)))
         return value, False
 
-    def clear(self) -> None:
-        self._items.clear()
-
 
 #: the CLI's cache (API users build fresh components unless they pass a cache)
 COMPONENT_CACHE = ComponentCache()

@@ -181,7 +181,7 @@ def contract_members(contract: type) -> list[str]:
     """Public members a contract declares, its bases' included (``__call__`` counts as public)."""
     names: dict[str, None] = {}
     for klass in reversed(contract.__mro__):
-        if klass is object or not getattr(klass, "_is_protocol", False) or klass is Protocol:
+        if klass is object or klass is Protocol or klass.__module__ == "typing":
             continue
         for name, value in vars(klass).items():
             if (name == "__call__" or not name.startswith("_")) and (callable(value) or isinstance(value, property)):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
-
-from .errors import InputError
 
 
 def normalise(text: str) -> str:
@@ -17,30 +14,18 @@ def normalise(text: str) -> str:
 
 def read_dataset(path: str | Path, max_items: int | None = None) -> tuple[list[Any], list[str]]:
     """Requests and expected answers from JSONL (request keys plus ``answer``)."""
-    from .requests_io import parse_request
+    from .requests_io import parse_request, read_jsonl
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise InputError(f"eval.dataset '{path}' does not exist")
-    requests, answers, problems = [], [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict) or not isinstance(obj.get("answer"), str):
-                raise ValueError("needs a string 'answer'")
-            answers.append(obj.pop("answer"))
-            requests.append(parse_request(obj))
-        except (ValueError, json.JSONDecodeError) as exc:
-            problems.append(f"line {number}: {exc}")
-    if problems:
-        raise InputError(f"eval.dataset '{path}' has malformed lines: " + "; ".join(problems[:10]))
-    if not requests:
-        raise InputError(f"eval.dataset '{path}' holds no items")
+    def parse(obj: Any) -> tuple[Any, str]:
+        if not isinstance(obj, dict) or not isinstance(obj.get("answer"), str):
+            raise ValueError("needs a string 'answer'")
+        answer = obj.pop("answer")
+        return parse_request(obj), answer
+
+    pairs = read_jsonl(path, parse, what="eval.dataset")
     if max_items:
-        requests, answers = requests[:max_items], answers[:max_items]
-    return requests, answers
+        pairs = pairs[:max_items]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def score(predictions: list[str], answers: list[str]) -> dict[str, float]:

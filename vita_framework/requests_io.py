@@ -49,27 +49,36 @@ def parse_request(obj: Any, table: ModalityTable | None = None) -> Request:
     return Request(prompt, inputs=inputs, options=extra, id=obj.get("id"))
 
 
-def read_requests(path: str | Path) -> list[Request]:
-    """All requests of a JSONL file (blank lines skipped), or one InputError listing every bad line."""
+def read_jsonl(path: str | Path, parse: Any, *, what: str) -> list[Any]:
+    """``parse(obj)`` for every object line of a JSONL file (blank lines skipped); one InputError lists every bad
+    line with its number, so a long file is fixed in one pass."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise InputError(f"requests file '{path}' does not exist")
-    requests: list[Request] = []
+        raise InputError(f"{what} '{path}' does not exist")
+    items: list[Any] = []
     problems: list[str] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                requests.append(parse_request(json.loads(line)))
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
-            except ValueError as exc:
-                problems.append(f"line {number}: {exc}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append(parse(json.loads(line)))
+        except json.JSONDecodeError as exc:
+            problems.append(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+        except ValueError as exc:
+            problems.append(f"line {number}: {exc}")
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise InputError(f"requests file '{path}' has {len(problems)} malformed line(s):\n  {shown}{more}")
-    if not requests:
-        raise InputError(f"requests file '{path}' holds no requests")
-    return requests
+        raise InputError(f"{what} '{path}' has {len(problems)} malformed line(s):\n  {shown}{more}")
+    if not items:
+        raise InputError(f"{what} '{path}' holds no requests")
+    return items
+
+
+def read_requests(path: str | Path) -> list[Request]:
+    """All requests of a JSONL file, or one InputError listing every bad line."""
+    return read_jsonl(path, parse_request, what="requests file")
