@@ -33,7 +33,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import vita_framework
-from vita_framework.pipeline import Request
+from vita_framework.request import Request
 
 IMAGE = Path(vita_framework.__file__).parent / "assets" / "sample.png"
 BASE = ["+vision=internvit", "+audio=none", "device=cpu", "dtype=float32"]
@@ -103,7 +103,7 @@ def main() -> None:
             return p.generate_batch(requests, batch_size=8, **gen)
 
         def sequential(p=p):
-            return [p.generate(r.prompt, images=r.images, **gen).rows[0] for r in requests]
+            return [p.generate(r.prompt, images=r.items("image"), **gen).rows[0] for r in requests]
 
         got_b, got_s = batched().rows, sequential()
         assert all(r.error is None and r.tokens_out == n for r in got_b + got_s), "a row missed the fixed count"

@@ -31,9 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import vita_framework
-from vita_framework.inputs import load_image
-from vita_framework.pipeline import Request
-from vita_framework.prompt import PLACEHOLDER_IDS
+from vita_framework.media.image import load_image
+from vita_framework.request import Request
 
 IMAGE = Path(vita_framework.__file__).parent / "assets" / "sample.png"
 PROMPT = "What is in this picture? Answer in detail."
@@ -48,7 +47,8 @@ CONFIGS = {
 
 def direct_runner(p, images, new_tokens):
     """A closure doing the framework's work with plain component calls (no pipeline glue)."""
-    ids, features, _, _ = p.prepare(Request(PROMPT, images=list(images)))
+    prepared = p.prepare(Request(PROMPT, images=list(images)))
+    ids, features, placeholder_ids = prepared.input_ids, prepared.features, p.placeholder_ids
     ids_t = torch.tensor([ids], device=p.llm.device)
     mask = torch.ones_like(ids_t)
     options = {**p.generation_options, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens}
@@ -56,7 +56,7 @@ def direct_runner(p, images, new_tokens):
     config.return_dict_in_generate = True  # as the framework's backbone sets it
     model, vision, projector, fusion, embed = p.llm.model, p.vision, p.projector, p.fusion, p.llm.embed
     with torch.inference_mode():
-        text_embeds = fusion.fuse(ids_t, mask, embed, features, PLACEHOLDER_IDS).inputs_embeds
+        text_embeds = fusion.fuse(ids_t, mask, embed, features, placeholder_ids).inputs_embeds
 
     def run():
         with torch.inference_mode():
@@ -64,7 +64,7 @@ def direct_runner(p, images, new_tokens):
                 batch = vision.preprocess([load_image(i) for i in images])
                 feats = list(projector(torch.stack(vision.encode(batch))).unbind(0))
                 embeds = fusion.fuse(ids_t, mask, embed, {"image": feats, "audio": []},
-                                     PLACEHOLDER_IDS).inputs_embeds
+                                     placeholder_ids).inputs_embeds
             else:
                 embeds = text_embeds
             return model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)

@@ -170,11 +170,12 @@ def test_mean_pool_reduce_keeps_exactly_what_reduced_tokens_predicts(example_mod
     tokens, groups = [256, 64, 10, 1], [0, 0, 1, 1]
     features = [torch.randn(t, 8) for t in tokens]
     pooled = fusion.reduce("image", features, groups)
-    assert [int(f.shape[0]) for f in pooled] == fusion.reduced_tokens(tokens, groups)
-    assert fusion.reduced_tokens(tokens, groups) == [math.ceil(t / factor) for t in tokens]
+    assert [int(f.shape[0]) for f in pooled] == fusion.reduced_tokens("image", tokens, groups)
+    assert fusion.reduced_tokens("image", tokens, groups) == [math.ceil(t / factor) for t in tokens]
     torch.testing.assert_close(pooled[2][0], features[2][:factor].mean(dim=0))
     torch.testing.assert_close(pooled[2][-1], features[2][(10 - 1) // factor * factor:].mean(dim=0))
     assert fusion.reduce("audio", features, groups) is features  # audio keeps its encoder's count
+    assert fusion.reduced_tokens("audio", tokens, groups) == tokens
 
 
 # -- the CLI with the package installed ---------------------------------------------------------------
@@ -221,7 +222,7 @@ def test_misspelt_option_names_the_full_key_and_the_package(example_modules):
     CLI prints this same message after building the LLM and vision encoder, ~10 s more of a subprocess.
     """
     from vita_framework.errors import ComponentConfigError
-    from vita_framework.plugins import load_plugins
+    from vita_framework.plugin_manager import load_plugins
 
     loaded = load_plugins()
     assert ours(loaded.problems) == []
@@ -241,11 +242,11 @@ def test_budget_check_uses_the_projectors_output_tokens(site):
     code = (
         "import vita_framework, warnings\n"
         "from vita_framework.cli import SAMPLE_IMAGE\n"
-        "from vita_framework.pipeline import Request\n"
+        "from vita_framework.request import Request\n"
         "warnings.simplefilter('ignore')\n"
         "p = vita_framework.build(['+vision=internvit', '+audio=none', 'device=cpu',\n"
         "                          'projector=perceiver_resampler'])\n"
-        "ids, *_ = p.prepare(Request('What?', images=[SAMPLE_IMAGE]))\n"
+        "ids = p.prepare(Request('What?', images=[SAMPLE_IMAGE])).input_ids\n"
         "p.max_length = len(ids) + 2\n"
         "p.prepare(Request('What?', images=[SAMPLE_IMAGE]))\n"
         "p.max_length = len(ids) - 1\n"

@@ -18,7 +18,7 @@ import pytest
 
 from vita_framework import hookspecs
 from vita_framework.errors import ComponentConfigError, UnknownComponentError
-from vita_framework.plugins import DEFAULT_PLUGINS, load_plugins
+from vita_framework.plugin_manager import DEFAULT_PLUGINS, load_plugins
 from vita_framework.registry import Registry
 
 HEADER = "from dataclasses import dataclass\nfrom vita_framework.hookspecs import hookimpl\n"
@@ -102,7 +102,7 @@ def test_good_plugin_is_listed_with_its_plugin_distribution_and_version(site):
     data = listing_json(site)
     found = components(data)
     assert found[("projector", "acme_proj")] == ("acme", "acme-vita", "1.2.3")
-    assert found[("projector", "mlp2x_gelu")][:2] == ("vita_plugins.projectors", "vita-framework")
+    assert found[("projector", "mlp2x_gelu")][:2] == ("vita_plugins.projector.mlp", "vita-framework")
     row = next(row for row in data["plugins"] if row["plugin"] == "acme")
     assert row["source"] == "entrypoint"
     assert row["components"] == [{"kind": "projector", "name": "acme_proj", "description": "acme's projector"}]
@@ -110,8 +110,9 @@ def test_good_plugin_is_listed_with_its_plugin_distribution_and_version(site):
 
     table = run_listing(site)
     assert table.returncode == 0, table.stderr
-    assert table.stdout.splitlines()[0].split() == ["PLUGIN", "PACKAGE", "VERSION", "KIND", "COMPONENT",
-                                                    "DESCRIPTION"]
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["MODALITY", "MARKER", "REQUEST", "KEY", "ENCODER", "PACKAGE", "DESCRIPTION"]
+    assert ["PLUGIN", "PACKAGE", "VERSION", "KIND", "COMPONENT", "DESCRIPTION"] in [line.split() for line in lines]
     line = next(line for line in table.stdout.splitlines() if line.startswith("acme "))
     assert line.split()[:5] == ["acme", "acme-vita", "1.2.3", "projector", "acme_proj"]
     assert line.endswith("acme's projector")
@@ -159,13 +160,13 @@ def test_duplicate_component_names_both_plugins_and_the_block_hint_works(site):
     assert result.returncode == 2, result.stdout
     message = result.stderr
     assert message.startswith("error: projector 'mlp2x_gelu' is registered twice")
-    assert "plugin 'vita_plugins.projectors' (vita-framework" in message
+    assert "plugin 'vita_plugins.projector.mlp' (vita-framework" in message
     assert "plugin 'dupe' (dupe-vita 0.3)" in message
     assert "Traceback" not in message
     hint = re.search(r"VITA_BLOCK_PLUGINS=(\S+)", message)
     assert hint and hint.group(1) == "dupe"
     data = listing_json(site, VITA_BLOCK_PLUGINS=hint.group(1))
-    assert components(data)[("projector", "mlp2x_gelu")][0] == "vita_plugins.projectors"
+    assert components(data)[("projector", "mlp2x_gelu")][0] == "vita_plugins.projector.mlp"
 
 
 @pytest.mark.parametrize("env,third_party,blocked_builtin,n_problems", [
@@ -174,7 +175,7 @@ def test_duplicate_component_names_both_plugins_and_the_block_hint_works(site):
     ({"VITA_BLOCK_PLUGINS": "alpha, broken"}, {"beta"}, None, 0),
     ({"VITA_LOAD_PLUGINS": "alpha"}, {"alpha"}, None, 0),
     ({"VITA_LOAD_PLUGINS": "beta,broken"}, {"beta"}, None, 1),
-    ({"VITA_BLOCK_PLUGINS": "splice,broken"}, {"alpha", "beta"}, "vita_plugins.splice", 0),
+    ({"VITA_BLOCK_PLUGINS": "splice,broken"}, {"alpha", "beta"}, "vita_plugins.fusion.splice", 0),
 ])
 def test_block_and_load_plugin_lists(site, env, third_party, blocked_builtin, n_problems):
     make_dist(site, "alpha-vita", "1.0", {"alpha": projector_plugin("alpha_proj")})
@@ -219,7 +220,7 @@ def inproc_site(site, monkeypatch, clean_env):
 def test_hooks_by_kind_maps_every_hookspec():
     declared = {name for name, obj in vars(hookspecs).items()
                 if hasattr(obj, f"{hookspecs.PROJECT_NAME}_spec")}
-    assert declared == set(hookspecs.HOOKS_BY_KIND.values())
+    assert declared == {*hookspecs.HOOKS_BY_KIND.values(), hookspecs.MODALITY_HOOK, hookspecs.ANY_ENCODER_HOOK}
 
 
 @pytest.mark.parametrize("kind,hook", sorted(hookspecs.HOOKS_BY_KIND.items()))
@@ -242,6 +243,66 @@ def test_every_hook_registers_under_its_kind(inproc_site, monkeypatch, kind, hoo
     assert loaded.plugins[ep].components == [(kind, name)]
 
 
+MODALITY_PLUGIN = HEADER + textwrap.dedent("""
+    from vita_framework.modalities import Modality
+
+    @hookimpl
+    def vita_register_modalities(register):
+        register(Modality(name="thermal", marker="<thermal>", request_key="thermals", encoder="thermal",
+                          load=lambda source, context: source, prepare=lambda encoder, items: None,
+                          placeholder_id=-700, description="thermal images"))
+
+    @hookimpl
+    def vita_register_encoders(register):
+        register("thermal", "x_thermal", lambda options, context: "thermal", description="via encoders")
+""")
+
+
+def test_modality_hook_and_generic_encoder_hook_add_a_kind(inproc_site, monkeypatch):
+    make_dist(inproc_site, "thermal-vita", "0.5", {"thermal": MODALITY_PLUGIN})
+    monkeypatch.setenv("VITA_LOAD_PLUGINS", "thermal")
+    loaded = load_plugins()
+    assert loaded.problems == []
+    assert loaded.modalities.names() == ["image", "video", "audio", "thermal"]
+    entry = loaded.modalities.entries()[-1]
+    assert (entry.modality.marker, entry.plugin, entry.package) == ("<thermal>", "thermal", "thermal-vita")
+    assert loaded.modalities.streams()["thermal"] == -700
+    assert "thermal" in loaded.registry.kinds()
+    spec = loaded.registry.get("thermal", "x_thermal")
+    assert (spec.plugin, spec.package, spec.version, spec.description) == ("thermal", "thermal-vita", "0.5",
+                                                                            "via encoders")
+    assert loaded.plugins["thermal"].modalities == ["thermal"]
+    assert loaded.plugins["thermal"].components == [("thermal", "x_thermal")]
+
+
+def test_generic_encoder_hook_with_an_unknown_kind_is_the_plugins_problem(inproc_site, monkeypatch):
+    make_dist(inproc_site, "sonar-vita", "0.1", {"sonar": HEADER + textwrap.dedent("""
+        @hookimpl
+        def vita_register_encoders(register):
+            register("sonar", "x_sonar", lambda options, context: None)
+    """)})
+    monkeypatch.setenv("VITA_LOAD_PLUGINS", "sonar")
+    with pytest.warns(RuntimeWarning, match="sonar-vita"):
+        loaded = load_plugins()
+    assert len(loaded.problems) == 1
+    assert "raised in vita_register_encoders" in loaded.problems[0]
+    assert "unknown kind 'sonar'" in loaded.problems[0] and "vision" in loaded.problems[0]
+
+
+def test_modalities_are_listed_with_marker_and_package(site):
+    data = listing_json(site)
+    rows = {row["name"]: row for row in data["modalities"]}
+    assert list(rows) == ["image", "video", "audio"]
+    assert {name: (r["marker"], r["request_key"], r["encoder"], r["package"]) for name, r in rows.items()} == {
+        "image": ("<image>", "images", "vision", "vita-framework"),
+        "video": ("<video>", "videos", "vision", "vita-framework"),
+        "audio": ("<audio>", "audios", "audio", "vita-framework"),
+    }
+    assert all(r["plugin"] == "vita_plugins.modalities" for r in rows.values())
+    row = next(row for row in data["plugins"] if row["plugin"] == "vita_plugins.modalities")
+    assert row["modalities"] == ["image", "video", "audio"] and row["components"] == []
+
+
 @pytest.fixture
 def registry(clean_env):
     return load_plugins().registry
@@ -257,7 +318,7 @@ def test_unknown_component_lists_available_names_and_suggests(registry):
         assert f"'{available}' (vita-framework)" in message
     with pytest.raises(UnknownComponentError, match=r"unknown audio component 'wisper'.*Did you mean 'whisper'"):
         registry.get("audio", "wisper")
-    empty = Registry()
+    empty = Registry({"audio": []})
     with pytest.raises(UnknownComponentError, match="Available: none"):
         empty.get("audio", "whale")
 
@@ -269,7 +330,7 @@ def test_unknown_option_names_full_key_suggestion_and_valid_keys(registry):
     assert "unknown option 'vision.select_layerr'" in message
     assert "Did you mean 'vision.select_layer'?" in message
     assert "Valid keys: arch, attn_implementation, downsample_ratio, feature_scale, max_tiles" in message
-    assert "vita_plugins.internvit" in message
+    assert "vita_plugins.vision.internvit" in message
 
 
 @pytest.mark.parametrize("node,key", [
@@ -281,7 +342,7 @@ def test_bad_option_value_names_the_full_key(registry, node, key):
     with pytest.raises(ComponentConfigError, match=re.escape(f"invalid option '{key}'")):
         registry.options("vision", {"component": "internvit", **node})
     spec, options = registry.options("vision", {"component": "internvit", "max_tiles": "6"})
-    assert spec.plugin == "vita_plugins.internvit" and options.max_tiles == 6
+    assert spec.plugin == "vita_plugins.vision.internvit" and options.max_tiles == 6
 
 
 def test_a_packages_yaml_naming_an_unknown_component_names_the_package_and_key(tmp_path):

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import vita_framework
-from vita_framework import synthetic
 from vita_framework.cli import SAMPLE_IMAGE
-from vita_framework.pipeline import Request
-from vita_framework.weights import default_bundle_path
+from vita_framework.request import Request
+from vita_framework.weights import default_bundle_path, read_bundle_info
+from vita_training import synthetic
 
 N_HELDOUT = 200
-INFO = json.loads((default_bundle_path() / "bundle_info.json").read_text())
+INFO = read_bundle_info(default_bundle_path())
 
 
 @pytest.fixture(scope="module")

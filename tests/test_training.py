@@ -1,4 +1,6 @@
-"""Training pieces: the synthetic data, region labels, answer-only targets, and the training entry end to end."""
+"""Training pieces: the synthetic data, region labels, answer-only targets, prompts tokenised as generation
+tokenises them, the untrained bundle's layout, the training entry end to end, and that inference never imports
+the training package."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import pytest
 import torch
 
 import vita_framework
-from vita_framework import synthetic
+from conftest import ROOT
+from vita_framework.request import Request
+from vita_framework.weights import default_bundle_path
+from vita_training import synthetic
 
 
 def test_examples_are_a_pure_function_of_split_and_index():
@@ -56,7 +61,7 @@ def test_region_labels_mark_the_cells_under_each_shape():
 
 
 def test_pixel_shuffle_keeps_regions_in_row_major_order():
-    from vita_plugins._internvit_impl import pixel_shuffle
+    from vita_framework.ops import pixel_shuffle
 
     side = 14
     ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
@@ -69,7 +74,7 @@ def test_pixel_shuffle_keeps_regions_in_row_major_order():
 
 @pytest.fixture(scope="module")
 def trainer():
-    from vita_framework.train.loop import Trainer
+    from vita_training.loop import Trainer
 
     pipe = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu"])
     return Trainer(pipe)
@@ -90,8 +95,21 @@ def test_loss_targets_are_the_answer_tokens_and_im_end_only(trainer):
     assert loss.requires_grad and correct.shape == (9,)
 
 
+def test_training_prompts_are_the_ids_generation_prepares(trainer):
+    pipe = trainer.pipe
+    image_id = pipe.placeholder_ids["image"]
+    for index in range(5):  # every question kind, asked about a one-tile image
+        scene = synthetic.example("heldout", index).scene
+        for question, _, _ in synthetic.questions_for(scene):
+            prepared = pipe.prepare(Request(question, images=[scene.render()]))
+            assert trainer.prompt_ids(question) == prepared.input_ids, question
+    trainer.check_prompt(synthetic.example("heldout", 0))
+    ids = trainer.prompt_ids(synthetic.DESCRIBE)
+    assert ids.count(image_id) == trainer.tokens_per_tile and ids.index(image_id) == trainer.prefix_len
+
+
 def test_region_batch_labels_every_image_token(trainer):
-    from vita_framework.train.warmup import region_batch
+    from vita_training.warmup import region_batch
 
     pixels, labels = region_batch(trainer, 0, 2)
     assert pixels.shape[0] == 2 and labels.shape == (2, trainer.tokens_per_tile, 3)
@@ -116,3 +134,42 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env):
     assert pipe.vision.image_size == 224 and pipe.llm.model.config.num_hidden_layers == 1
     result = pipe.generate(synthetic.DESCRIBE, images=[synthetic.example("heldout", 0).image()], max_new_tokens=3)
     assert len(result.rows[0].generated_ids) <= 3
+
+
+def test_random_bundle_script_writes_the_shipped_layout(tmp_path, run_env):
+    """``--random`` writes the trainer's starting point: the shipped bundle's tokenizer, configs and tensor names
+    and shapes exactly (the vision tower in the reference's names, from the component's checkpoint_state)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "random"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_default_bundle.py"), "--random",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=run_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shipped = default_bundle_path()
+    for name in ("tokenizer.json", "config.json", "generation_config.json", "InternViT-tiny/config.json",
+                 "InternViT-tiny/preprocessor_config.json"):
+        assert (out / name).read_text() == (shipped / name).read_text(), name
+
+    def shapes(bundle):
+        return {key: tuple(t.shape) for key, t in load_file(str(bundle / "model.safetensors")).items()}
+
+    assert shapes(out) == shapes(shipped)
+    assert "model.vision_tower.vision_tower.encoder.layers.0.attn.qkv.weight" in shapes(out)
+    info = json.loads((out / "bundle_info.json").read_text())
+    assert info["weights"] == "random" and not (tmp_path / "random.tokenizer").exists()
+    pipe = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu", f"checkpoint={out}"])
+    result = pipe.generate(synthetic.DESCRIBE, images=[synthetic.example("heldout", 0).image()], max_new_tokens=2)
+    assert len(result.rows[0].generated_ids) <= 2
+
+
+def test_inference_never_imports_the_training_package(tmp_path, run_env):
+    """The default command (plugins, build, generation, result) runs without importing ``vita_training``."""
+    cmd = [sys.executable, "-X", "importtime", "-m", "vita_framework", "+vision=internvit", "+audio=none",
+           "device=cpu", "generation.max_new_tokens=2", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=run_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "vita_framework.pipeline" in imported and "vita_plugins.vision.internvit.model" in imported
+    assert [m for m in imported if m.startswith("vita_training")] == []
+    assert (tmp_path / "result.json").is_file()

@@ -79,3 +79,10 @@ def test_the_cli_lists_every_problem_and_exits_2(tmp_path, run_env):
     assert "Traceback" not in proc.stderr
     assert "checkpoint directory '/nonexistent/bundle' does not exist" in proc.stderr
     assert not (tmp_path / "result.json").exists()
+
+
+def test_the_issue_example_reports_the_tokenizer_and_the_vision_option_together():
+    cfg = compose([*BASE, "+llm.tokenizer=/nonexistent", "vision.max_tiles=abc"])
+    problems = run_problems(cfg)
+    assert len(problems) == 2, problems
+    assert "llm.tokenizer='/nonexistent' is not a directory" in problems[1] and "vision.max_tiles" in problems[0]

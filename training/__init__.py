@@ -8,11 +8,13 @@ The run (a pure function of the config; see ``conf/train/config.yaml``):
 
 1. train a byte-level BPE on the prompts and the dataset's text; initialise the modules of ``arch``;
 2. write them as a bundle and build the pipeline from it with :func:`vita_framework.build` -- the very
-   loader, components and fusion generation uses;
+   loader, components and fusion generation uses -- and check that training tokenises a prompt exactly as
+   ``pipeline.prepare`` does;
 3. warm the tower and projector up on dense region labels (:mod:`vita_training.warmup`), then train
    the selected modules on answer tokens only (:mod:`vita_training.loop`);
-4. score held-out questions by generation, pick the shipped sample scene, write the bundle (training config,
-   seed, data version, timings and accuracy in ``bundle_info.json``), reload it and check it answers the same.
+4. score held-out questions by generation, pick the shipped sample scene, write the bundle from the components'
+   ``checkpoint_state()`` (training config, seed, data version, timings and accuracy in ``bundle_info.json``),
+   reload it and check it answers the same.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Why: learning to see only from answer tokens is slow at this size -- the answer gradient reaches the tower
 through a randomly initialised LLM, and one answer word says little about 49 image tokens. A per-token label
 (the kind, colour and position of the shape covering that token's region;
-:meth:`vita_framework.synthetic.Scene.region_labels`) gives every image token its own signal, so the tower
+:meth:`vita_training.synthetic.Scene.region_labels`) gives every image token its own signal, so the tower
 learns shapes and colours in a few minutes. Three small linear heads read the projector's output (the very
 tokens the LLM receives) and are thrown away afterwards; stage two (:func:`vita_training.loop.fit`)
 then trains everything on answer tokens only.

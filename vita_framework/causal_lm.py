@@ -170,6 +170,8 @@ class CausalLMBackbone:
         if merged.get("pad_token_id") is None:
             pad = self.tokenizer.pad_token_id
             merged["pad_token_id"] = pad if pad is not None else (eos[0] if eos else 0)
+        # generate() returns sequences and scores; output_scores without it makes transformers warn
+        merged["return_dict_in_generate"] = True
         return GenerationConfig(**merged)
 
     @torch.inference_mode()

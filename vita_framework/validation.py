@@ -130,11 +130,24 @@ def request_problems(cfg: Any) -> list[str]:
         for item in as_path_list(value):
             if not Path(item).expanduser().exists():
                 problems.append(f"{key}: file '{item}' does not exist")
-    for key, what in (("requests", "requests file"), ("eval.dataset", "eval.dataset")):
-        value = cfg.get("requests") if key == "requests" else (cfg.get("eval") or {}).get("dataset")
-        if value and not Path(str(value)).expanduser().is_file():
-            problems.append(f"{what} '{value}' does not exist")
+    if cfg.get("requests"):  # parsed (not loaded) now, so a bad line is reported with the rest
+        from .requests_io import read_requests
+
+        problems += _problem_of(read_requests, cfg.requests)
+    dataset = (cfg.get("eval") or {}).get("dataset")
+    if dataset:
+        from .evaluation import read_dataset
+
+        problems += _problem_of(read_dataset, dataset)
     return problems
+
+
+def _problem_of(read: Any, path: Any) -> list[str]:
+    try:
+        read(path)
+    except VitaError as exc:
+        return [str(exc)]
+    return []
 
 
 def _plain(node: Any) -> Any:

@@ -268,52 +268,50 @@ def save_bundle(pipeline: Any, out_dir: str | os.PathLike, *, source: Bundle | s
                               "(vita_framework.builder.weight_claims) or a pipeline that has .claims")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CheckpointError(f"'{out}' already exists and is not an empty directory; choose a new directory")
-    components = {"llm": pipeline.llm, **pipeline.encoders, "projector": pipeline.projector,
-                  "fusion": pipeline.fusion}
+    parts = {"llm": pipeline.llm, **pipeline.encoders, "projector": pipeline.projector, "fusion": pipeline.fusion}
     tensors: dict[str, Any] = {}
-    seen: set[int] = set()
-    for kind, component in components.items():
+    storages: set[int] = set()
+    for kind, component in parts.items():
         state = component.checkpoint_state() if component is not None else {}
-        prefixes = list(claims.get(kind) or [""]) if kind != "llm" else [""]
-        if state and kind != "llm" and not prefixes[0]:
+        prefix = "" if kind == "llm" else next(iter(claims.get(kind) or []), "")
+        if state and kind != "llm" and not prefix:
             raise CheckpointError(f"{kind} has {len(state)} tensor(s) but claims no checkpoint prefix, so they "
                                   "cannot be saved; give it a weights_prefix option (or register it with claims)")
         for key, tensor in state.items():
+            if prefix + key in tensors:
+                raise CheckpointError(f"{kind} tensor '{prefix + key}' is also saved by another component")
             tensor = tensor.detach().to("cpu").contiguous()
-            if tensor.data_ptr() in seen:  # tied weights: safetensors refuses shared storage
-                tensor = tensor.clone()
-            seen.add(tensor.data_ptr())
-            if prefixes[0] + key in tensors:
-                raise CheckpointError(f"{kind} tensor '{prefixes[0] + key}' is also saved by another component")
-            tensors[prefixes[0] + key] = tensor
+            storage = tensor.untyped_storage().data_ptr()  # safetensors refuses shared storage (tied weights)
+            tensors[prefix + key] = tensor.clone() if storage in storages else tensor
+            storages.add(storage)
     config = dict(src.config)
-    llm_config = getattr(getattr(pipeline.llm, "model", None), "config", None)
-    if llm_config is not None:
+    llm_model = getattr(pipeline.llm, "model", None)
+    if getattr(llm_model, "config", None) is not None:
         from .causal_lm import _LLM_KEYS
 
-        config.update({k: v for k, v in llm_config.to_dict().items() if k in _LLM_KEYS})
-        config["torch_dtype"] = str(getattr(pipeline.llm.model, "dtype", "float32")).removeprefix("torch.")
+        config = {k: v for k, v in config.items() if k not in _LLM_KEYS}  # all from the built LLM, e.g. its rope
+        config.update({k: v for k, v in llm_model.config.to_dict().items() if k in _LLM_KEYS and v is not None})
+        config["torch_dtype"] = str(getattr(llm_model, "dtype", "float32")).removeprefix("torch.")
+    defaults = getattr(pipeline.llm, "generation_defaults", None)  # None: the source's file is copied
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         save_file(tensors, str(staging / SINGLE_FILE), metadata={"format": "pt"})
-        (staging / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        defaults = getattr(pipeline.llm, "generation_defaults", None)  # None: the source's file is copied
-        if defaults:
-            (staging / "generation_config.json").write_text(json.dumps(defaults, indent=2), encoding="utf-8")
-        skip = {"config.json", "bundle_info.json", INDEX_FILE, *PICKLE_FILES,
-                *(["generation_config.json"] if defaults is not None else [])}
+        written = {"config.json": config, "generation_config.json": defaults, "bundle_info.json": {
+            "weights": "saved from a built pipeline (vita_framework.weights.save_bundle)", "source": str(src.path)}}
+        for name, data in written.items():
+            if data:
+                (staging / name).write_text(json.dumps(data, indent=2), encoding="utf-8")
+        skip = {*(n for n, d in written.items() if d is not None), INDEX_FILE, *PICKLE_FILES}
         for file in src.path.iterdir():
             if file.is_file() and file.name not in skip and file.suffix not in WEIGHT_SUFFIXES:
                 shutil.copy2(file, staging / file.name)
         for value in {v for v in src.config.values() if isinstance(v, str) and v and not Path(v).is_absolute()}:
             sub = src.path / value
-            if sub.is_dir() and sub.resolve() != src.path.resolve() and not (staging / value).exists():
+            if sub.is_dir() and src.path.resolve() in sub.resolve().parents and not (staging / value).exists():
                 shutil.copytree(sub, staging / value,
                                 ignore=shutil.ignore_patterns(*(f"*{x}" for x in WEIGHT_SUFFIXES)))
-        (staging / "bundle_info.json").write_text(json.dumps({
-            "weights": "saved from a built pipeline (vita_framework.weights.save_bundle)",
-            "source": str(src.path), "components": {k: list(v) for k, v in claims.items()}}, indent=2))
+        staging.chmod(0o755)  # mkdtemp made it private
         staging.replace(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

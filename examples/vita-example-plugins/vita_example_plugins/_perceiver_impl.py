@@ -26,9 +26,13 @@ class PerceiverResampler(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width_out, mlp_ratio * width_out), nn.GELU(),
                                  nn.Linear(mlp_ratio * width_out, width_out))
 
-    def output_tokens(self, tokens: int) -> int:
+    def tokens_out(self, tokens: int) -> int:
         """Tokens per tile after this projector, whatever came in (for sizing a prompt before encoding)."""
         return self.num_latents
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Tensors to save, named as the factory loads them (relative to ``weights_prefix``)."""
+        return dict(self.state_dict())
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Accept ``[N, tokens, C]`` (the pipeline's stacked tiles) or one tile ``[tokens, C]``."""

@@ -4,11 +4,12 @@ A fusion strategy has two jobs that must agree: ``reduced_tokens`` predicts, bef
 how many tokens each tile or frame keeps (the pipeline sizes its budget check with it), and ``reduce``
 produces exactly that many from the projected features. Both use ``ceil(tokens / factor)``: a last, shorter
 group is averaged over the tokens it has, so no token is dropped and none is padded in. Splicing is the
-built-in :class:`vita_plugins.splice.SpliceFusion`, reused as is.
+framework's public :class:`vita_framework.fusion.SpliceFusion`, reused as is.
 
 Pooling runs along the token order (row-major for InternViT's 16x16 grid, so groups of 4 are horizontal
 neighbours); it needs no square grid, so it also works after a projector that changed the token count.
-Audio features pass through unchanged: their count is predicted by the audio encoder, not by this fusion.
+Only the ``image`` placeholder stream (image tiles and video frames) is pooled; every other stream (audio, or a
+plugin modality's own such as ``depth``) passes through unchanged, and ``reduced_tokens`` says so too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vita_plugins.splice import SpliceFusion
+from vita_framework.fusion import SpliceFusion
+
+#: the placeholder stream this fusion pools (image tiles and video frames share it)
+POOLED_STREAM = "image"
 
 
 @dataclass
@@ -35,16 +39,18 @@ class MeanPoolSpliceFusion(SpliceFusion):
     def __init__(self, factor: int = 4) -> None:
         self.factor = factor
 
-    def reduced_tokens(self, tokens: list[int], groups: list[int]) -> list[int]:
+    def reduced_tokens(self, stream: str, tokens: list[int], groups: list[int]) -> list[int]:
+        if stream != POOLED_STREAM:
+            return list(tokens)
         return [pooled_count(count, self.factor) for count in tokens]
 
-    def reduce(self, modality: str, features: list[Any], groups: list[int]) -> list[Any]:
-        if modality == "audio" or self.factor == 1:
+    def reduce(self, stream: str, features: list[Any], groups: list[int]) -> list[Any]:
+        if stream != POOLED_STREAM or self.factor == 1:
             return features
-        return [_mean_pool(feat, self.factor, modality) for feat in features]
+        return [_mean_pool(feat, self.factor, stream) for feat in features]
 
 
-def _mean_pool(feat: Any, factor: int, modality: str) -> Any:
+def _mean_pool(feat: Any, factor: int, stream: str) -> Any:
     """``[tokens, C] -> [ceil(tokens / factor), C]``; sums in float32 so bfloat16 features pool accurately."""
     import torch
     import torch.nn.functional as F
@@ -52,7 +58,7 @@ def _mean_pool(feat: Any, factor: int, modality: str) -> Any:
     from vita_framework.errors import FusionError
 
     if feat.dim() != 2:
-        raise FusionError(f"{modality}: mean pooling needs [tokens, C] features; got shape {tuple(feat.shape)}")
+        raise FusionError(f"{stream}: mean pooling needs [tokens, C] features; got shape {tuple(feat.shape)}")
     tokens, width = int(feat.shape[0]), int(feat.shape[1])
     if tokens == 0:
         return feat

@@ -7,6 +7,7 @@ for experiments, randomly initialised from ``llm.config`` (fields of ``<arch>Con
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vita_framework.hookspecs import hookimpl
@@ -20,6 +21,11 @@ class HFCausalLMOptions:
     attn_implementation: str = "sdpa"
     device_map: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # random init / bundle: <arch>Config fields
+
+    def __post_init__(self) -> None:
+        if self.tokenizer and not Path(self.tokenizer).expanduser().is_dir():
+            raise ValueError(f"llm.tokenizer='{self.tokenizer}' is not a directory; point it at the directory "
+                             "holding tokenizer.json / tokenizer_config.json, or drop it to use the checkpoint's")
 
 
 def build_hf_causal_lm(options: HFCausalLMOptions, context: Any) -> Any:

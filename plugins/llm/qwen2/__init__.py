@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vita_framework.hookspecs import hookimpl
@@ -27,6 +28,11 @@ class Qwen2Options:
     device_map: str | None = None
     tokenizer: str | None = None  # tokenizer dir; default: the checkpoint's (or the embedded bundle's)
     arch: Qwen2Arch = field(default_factory=Qwen2Arch)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer and not Path(self.tokenizer).expanduser().is_dir():
+            raise ValueError(f"llm.tokenizer='{self.tokenizer}' is not a directory; point it at the directory "
+                             "holding tokenizer.json / tokenizer_config.json, or drop it to use the checkpoint's")
 
 
 def build_qwen2(options: Qwen2Options, context: Any) -> Any:
