@@ -21,7 +21,8 @@ from vita_framework.config import compose
 from vita_framework.errors import CheckpointError, ConfigError
 from vita_framework.media.image import load_image
 from vita_framework.plugin_manager import get_plugins
-from vita_framework.weights import default_bundle_path, save_bundle
+from vita_framework.saving import save_bundle
+from vita_framework.weights import default_bundle_path
 
 NO_AUDIO = ("+audio=none", "device=cpu")
 TIMM = ("+vision=timm", *NO_AUDIO, "+vision.model_kwargs.depth=2", "+vision.model_kwargs.img_size=64")

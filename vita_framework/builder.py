@@ -108,7 +108,7 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     return Pipeline(llm=llm, fusion=fusion, modalities=modalities, encoders=encoders, projector=projector,
                     template=str(cfg.get("template", "qwen2p5_instruct")), generation=generation,
                     max_length=min(limits) if limits else None, modality_options=modality_options,
-                    reused_components=reused)
+                    reused_components=reused, claims=context.claims)
 
 
 def configured_kinds(cfg: Any, modalities: Any) -> list[str]:

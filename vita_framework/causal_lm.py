@@ -17,7 +17,7 @@ from .generation import merge_generation_options
 from .weights import default_bundle_path, load_into, read_json, resolve_local_dir, unclaimed_state
 
 # config.json keys that describe the LLM (everything else in a VITA config is about the other parts)
-_LLM_KEYS = (
+LLM_CONFIG_KEYS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
     "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters", "max_position_embeddings", "vocab_size",
     "tie_word_embeddings", "hidden_act", "sliding_window", "use_sliding_window", "max_window_layers",
@@ -64,7 +64,7 @@ class CausalLMBackbone:
         tokenizer = load_tokenizer(tok_dir)
         config_cls, model_cls = transformers_classes(arch_name)
         if bundle is not None:
-            raw = {k: v for k, v in bundle.config.items() if k in _LLM_KEYS}
+            raw = {k: v for k, v in bundle.config.items() if k in LLM_CONFIG_KEYS}
             if "rope_scaling" in raw and raw["rope_scaling"] is None:
                 raw.pop("rope_scaling")
             ckpt_vocab = raw.get("vocab_size")

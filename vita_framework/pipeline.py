@@ -49,12 +49,13 @@ class Pipeline:
                  projector: Any = None, template: str = "qwen2p5_instruct",
                  generation: dict[str, Any] | None = None, max_length: int | None = None,
                  modality_options: dict[str, dict[str, Any]] | None = None,
-                 reused_components: list[str] | None = None) -> None:
+                 reused_components: list[str] | None = None, claims: dict[str, list[str]] | None = None) -> None:
         self.llm, self.fusion, self.projector, self.modalities = llm, fusion, projector, modalities
         self.encoders = dict(encoders or {})
         self.template = get_template(template)
         self.generation_options = dict(generation or {})
         self.reused_components = list(reused_components or [])  # taken from a sweep's component cache
+        self.claims = dict(claims or {})  # checkpoint prefixes each configured kind reads (saving writes there)
         self.preparer = RequestPreparer(modalities=modalities, encoders=self.encoders, projector=projector,
                                         fusion=fusion, tokenizer=llm.tokenizer, template=self.template,
                                         max_length=max_length, modality_options=modality_options)

@@ -6,8 +6,8 @@ sub-directories named by ``mm_vision_tower`` / ``mm_audio_encoder``. Those sub-d
 configs (architecture, image processor, yaml, CMVN stats); every tensor comes from the main shards, so
 pickles such as ``final.pt`` are never opened. Components read only their own key prefix, so an unused
 component's tensors are never loaded; the LLM takes what no component claims, and a tensor that is nobody's
-is an error naming its prefix (:func:`load_into` with ``context``). :func:`save_bundle` writes a built
-pipeline back in the same layout.
+is an error naming its prefix (:func:`load_into` with ``context``). :func:`vita_framework.saving.save_bundle`
+writes a built pipeline back in the same layout.
 """
 
 from __future__ import annotations
@@ -95,9 +95,6 @@ class Bundle:
 
             self._pickle = torch.load(self.path / "pytorch_model.bin", map_location="cpu", weights_only=True)
         return self._pickle
-
-    def keys(self) -> list[str]:
-        return list(self._key_to_file)
 
     def has_prefix(self, prefix: str) -> bool:
         return any(key.startswith(prefix) for key in self._key_to_file)
@@ -243,77 +240,3 @@ def unclaimed_state(bundle: Bundle, context: Any) -> dict[str, Any]:
     LLM's share of the bundle (design.md §6: components own their weights, the LLM takes what remains)."""
     claimed = tuple(p for prefixes in context.claims.values() for p in prefixes)
     return bundle.load("", exclude=claimed + tuple(context.ignored_prefixes))
-
-
-def save_bundle(pipeline: Any, out_dir: str | os.PathLike, *, source: Bundle | str | os.PathLike | None = None,
-                claims: dict[str, list[str]] | None = None) -> Path:
-    """Write ``pipeline``'s weights as a bundle that ``checkpoint=<out_dir>`` with the same config loads back.
-
-    ``model.safetensors`` holds the LLM's ``checkpoint_state()`` as is and every other component's under the
-    (first) prefix it claims (``claims``: kind -> prefixes, default ``pipeline.claims``). ``config.json`` (its
-    LLM keys taken from the built LLM), tokenizer files and the encoder sub-directories named in it (configs
-    only) come from ``source`` (default: the embedded bundle); ``generation_config.json`` holds the LLM's
-    generation defaults. Written to a temporary directory and renamed, so a half-written bundle never exists.
-    """
-    import shutil
-    import tempfile
-
-    from safetensors.torch import save_file
-
-    src = source if isinstance(source, Bundle) else Bundle(source or default_bundle_path())
-    out = Path(out_dir).expanduser()
-    claims = claims if claims is not None else getattr(pipeline, "claims", None)
-    if claims is None:
-        raise CheckpointError("save_bundle needs each component's claimed prefixes: pass claims=... "
-                              "(vita_framework.builder.weight_claims) or a pipeline that has .claims")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CheckpointError(f"'{out}' already exists and is not an empty directory; choose a new directory")
-    parts = {"llm": pipeline.llm, **pipeline.encoders, "projector": pipeline.projector, "fusion": pipeline.fusion}
-    tensors: dict[str, Any] = {}
-    storages: set[int] = set()
-    for kind, component in parts.items():
-        state = component.checkpoint_state() if component is not None else {}
-        prefix = "" if kind == "llm" else next(iter(claims.get(kind) or []), "")
-        if state and kind != "llm" and not prefix:
-            raise CheckpointError(f"{kind} has {len(state)} tensor(s) but claims no checkpoint prefix, so they "
-                                  "cannot be saved; give it a weights_prefix option (or register it with claims)")
-        for key, tensor in state.items():
-            if prefix + key in tensors:
-                raise CheckpointError(f"{kind} tensor '{prefix + key}' is also saved by another component")
-            tensor = tensor.detach().to("cpu").contiguous()
-            storage = tensor.untyped_storage().data_ptr()  # safetensors refuses shared storage (tied weights)
-            tensors[prefix + key] = tensor.clone() if storage in storages else tensor
-            storages.add(storage)
-    config = dict(src.config)
-    llm_model = getattr(pipeline.llm, "model", None)
-    if getattr(llm_model, "config", None) is not None:
-        from .causal_lm import _LLM_KEYS
-
-        config = {k: v for k, v in config.items() if k not in _LLM_KEYS}  # all from the built LLM, e.g. its rope
-        config.update({k: v for k, v in llm_model.config.to_dict().items() if k in _LLM_KEYS and v is not None})
-        config["torch_dtype"] = str(getattr(llm_model, "dtype", "float32")).removeprefix("torch.")
-    defaults = getattr(pipeline.llm, "generation_defaults", None)  # None: the source's file is copied
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        save_file(tensors, str(staging / SINGLE_FILE), metadata={"format": "pt"})
-        written = {"config.json": config, "generation_config.json": defaults, "bundle_info.json": {
-            "weights": "saved from a built pipeline (vita_framework.weights.save_bundle)", "source": str(src.path)}}
-        for name, data in written.items():
-            if data:
-                (staging / name).write_text(json.dumps(data, indent=2), encoding="utf-8")
-        skip = {*(n for n, d in written.items() if d is not None), INDEX_FILE, *PICKLE_FILES}
-        for file in src.path.iterdir():
-            if file.is_file() and file.name not in skip and file.suffix not in WEIGHT_SUFFIXES:
-                shutil.copy2(file, staging / file.name)
-        for value in {v for v in src.config.values() if isinstance(v, str) and v and not Path(v).is_absolute()}:
-            sub = src.path / value
-            if sub.is_dir() and src.path.resolve() in sub.resolve().parents and not (staging / value).exists():
-                shutil.copytree(sub, staging / value,
-                                ignore=shutil.ignore_patterns(*(f"*{x}" for x in WEIGHT_SUFFIXES)))
-        staging.chmod(0o755)  # mkdtemp made it private
-        staging.replace(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out

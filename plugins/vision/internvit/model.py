@@ -13,6 +13,7 @@ from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, InputError
 from vita_framework.ops import pixel_shuffle
+from vita_framework.vision_tower import VisionTower
 from vita_framework.weights import load_into, read_json
 
 from .keymap import from_reference, to_reference
@@ -36,7 +37,7 @@ def _arch_from_reference(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"'{path / 'config.json'}' lacks the InternViT key {exc}") from None
 
 
-class InternViTEncoder(nn.Module):
+class InternViTEncoder(VisionTower):
     """InternViT tower + VITA's feature post-processing, with tiling and frame preprocessing."""
 
     def __init__(self, model: nn.Module, options: Any, image_size: int, patch_size: int,
@@ -141,16 +142,9 @@ class InternViTEncoder(nn.Module):
         return VisionBatch(out["pixel_values"], [1] * len(frames))
 
     # -- encoding ------------------------------------------------------------------------------------
-    def planned_tokens(self, batch: VisionBatch) -> list[int]:
-        return [self.tokens_per_tile] * int(batch.pixel_values.shape[0])
-
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """The tower in the reference's names (fused qkv), as a VITA-1.5 bundle stores it."""
         return to_reference(self.model.state_dict())
-
-    @torch.inference_mode()
-    def encode(self, batch: VisionBatch) -> list[torch.Tensor]:
-        return list(self.features(batch.pixel_values).unbind(0))
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[P, 3, S, S] tiles -> [P, tokens_per_tile, hidden_size], differentiable.
@@ -158,8 +152,7 @@ class InternViTEncoder(nn.Module):
         ``encode`` runs this under inference mode; training (``vita_framework.train``) calls it directly so
         the tower learns through exactly the feature path generation uses.
         """
-        param = next(self.model.parameters())
-        pixels = pixel_values.to(device=param.device, dtype=param.dtype)
+        pixels = self.model_input(pixel_values)
         layer = self.options.select_layer
         out = self.model(pixel_values=pixels, output_hidden_states=layer != -1)
         hidden = out.last_hidden_state if layer == -1 else out.hidden_states[layer]

@@ -12,13 +12,14 @@ from torch import nn
 from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, ComponentConfigError, InputError
+from vita_framework.vision_tower import VisionTower
 from vita_framework.weights import Bundle, load_into, read_json, resolve_local_dir
 
 SIGLIP_TYPES = ("siglip", "siglip_vision_model")
 SKIPPED = ("head.", "text_model.", "logit_scale", "logit_bias")
 
 
-class SiglipEncoder(nn.Module):
+class SiglipEncoder(VisionTower):
     """``SiglipVisionModel`` tokens (last_hidden_state or one hidden state) per image."""
 
     def __init__(self, model: nn.Module, processor: Any, options: Any) -> None:
@@ -76,27 +77,10 @@ class SiglipEncoder(nn.Module):
         pixels = self.processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
         return VisionBatch(pixels, [1] * len(images))
 
-    def preprocess_frames(self, frames: list[Any]) -> VisionBatch:
-        if not frames:
-            raise InputError("a video gave no frames to encode")
-        return self.preprocess(frames)
-
     # -- encoding ------------------------------------------------------------------------------------
-    def planned_tokens(self, batch: VisionBatch) -> list[int]:
-        return [self.tokens_per_tile] * int(batch.pixel_values.shape[0])
-
-    def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        """The tower in ``SiglipVisionModel`` names, as ``from_options`` reads them from a bundle."""
-        return dict(self.model.state_dict())
-
-    @torch.inference_mode()
-    def encode(self, batch: VisionBatch) -> list[torch.Tensor]:
-        return list(self.features(batch.pixel_values).unbind(0))
-
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, S, S] -> [N, tokens_per_tile, hidden_size], differentiable (training calls it directly)."""
-        param = next(self.model.parameters())
-        pixels = pixel_values.to(device=param.device, dtype=param.dtype)
+        pixels = self.model_input(pixel_values)
         layer = self.options.select_layer
         out = self.model(pixel_values=pixels, output_hidden_states=layer != -1)
         return out.last_hidden_state if layer == -1 else out.hidden_states[layer]

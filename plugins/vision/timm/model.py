@@ -16,6 +16,7 @@ from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, ComponentConfigError, ConfigError, InputError
 from vita_framework.ops import pixel_shuffle
+from vita_framework.vision_tower import VisionTower
 from vita_framework.weights import load_into, resolve_local_dir
 
 
@@ -66,7 +67,7 @@ def _drop_classifier(state: dict[str, torch.Tensor], model: nn.Module) -> dict[s
             if k in own or not any(k.startswith(n + ".") for n in names)}
 
 
-class TimmVisionEncoder(nn.Module):
+class TimmVisionEncoder(VisionTower):
     """A timm model's chosen feature layer as ``[tokens, width]`` per image, with optional grid reduction."""
 
     def __init__(self, model: nn.Module, options: Any, index: int, transform: Any, image_size: int,
@@ -146,27 +147,10 @@ class TimmVisionEncoder(nn.Module):
         pixels = torch.stack([self.transform(image.convert("RGB")) for image in images])
         return VisionBatch(pixels, [1] * len(images))
 
-    def preprocess_frames(self, frames: list[Any]) -> VisionBatch:
-        if not frames:
-            raise InputError("a video gave no frames to encode")
-        return self.preprocess(frames)
-
     # -- encoding ------------------------------------------------------------------------------------
-    def planned_tokens(self, batch: VisionBatch) -> list[int]:
-        return [self.tokens_per_tile] * int(batch.pixel_values.shape[0])
-
-    def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        """timm key names of the model as pruned to the layer used; ``_load_weights`` reads them back."""
-        return dict(self.model.state_dict())
-
-    @torch.inference_mode()
-    def encode(self, batch: VisionBatch) -> list[torch.Tensor]:
-        return list(self.features(batch.pixel_values).unbind(0))
-
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] -> [N, tokens_per_tile, hidden_size], differentiable (training calls it directly)."""
-        param = next(self.model.parameters())
-        pixels = pixel_values.to(device=param.device, dtype=param.dtype)
+        pixels = self.model_input(pixel_values)
         kwargs: dict[str, Any] = {"indices": [self.index], "intermediates_only": True}
         if self.options.norm:
             kwargs["norm"] = True
