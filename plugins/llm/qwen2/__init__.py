@@ -6,15 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vita_framework.arch import TransformerArch
 from vita_framework.hookspecs import hookimpl
 
 
 @dataclass
-class Qwen2Arch:
-    hidden_size: int = 64
-    intermediate_size: int = 128
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
+class Qwen2Arch(TransformerArch):
     num_key_value_heads: int = 2
     vocab_size: int | None = None
     rope_theta: float = 1e6

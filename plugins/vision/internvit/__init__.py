@@ -10,18 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vita_framework.arch import VisionTowerArch
 from vita_framework.hookspecs import hookimpl
 
 
 @dataclass
-class InternViTArch:
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    intermediate_size: int = 128
+class InternViTArch(VisionTowerArch):
     image_size: int = 448
     patch_size: int = 14
-    layer_norm_eps: float = 1e-6
 
 
 @dataclass

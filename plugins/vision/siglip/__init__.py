@@ -11,18 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from vita_framework.arch import VisionTowerArch
 from vita_framework.hookspecs import hookimpl
 
 
 @dataclass
-class SiglipArch:
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    intermediate_size: int = 128
-    image_size: int = 224
-    patch_size: int = 16
-    layer_norm_eps: float = 1e-6
+class SiglipArch(VisionTowerArch):
+    """SigLIP's tiny default: 224-pixel images, 16-pixel patches (196 tokens)."""
 
 
 @dataclass
