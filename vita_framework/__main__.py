@@ -21,6 +21,16 @@ def app(cfg) -> float | None:
 
 
 def main() -> None:
+    import sys
+
+    from . import overrides
+    from .config import compose
+
+    sys.argv[1:] = overrides.normalise(sys.argv[1:])
+    problem = overrides.precheck(sys.argv[1:], compose)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     app()
 
 

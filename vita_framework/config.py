@@ -18,9 +18,11 @@ def compose(overrides: Sequence[str] = (), *, return_hydra_config: bool = False)
     from .schema import validate_run_config
     from .searchpath import register_search_path
 
+    from .overrides import normalise
+
     register_search_path()
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        cfg = hydra_compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=return_hydra_config)
+        cfg = hydra_compose(CONFIG_NAME, overrides=normalise(overrides), return_hydra_config=return_hydra_config)
     validate_run_config(cfg)
     return cfg

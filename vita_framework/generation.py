@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from .errors import ComponentConfigError
@@ -17,10 +18,13 @@ def validate_generation_options(options: dict[str, Any]) -> None:
 
     probe = GenerationConfig()
     for key in options:
-        if key not in OWN_GENERATION_KEYS and not hasattr(probe, key):
+        if key not in OWN_GENERATION_KEYS and (key.startswith("_") or not hasattr(probe, key)):
+            fields = [k for k in vars(probe) if not k.startswith("_")] + list(OWN_GENERATION_KEYS)
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" Did you mean 'generation.{close[0]}'?" if close else ""
             raise ComponentConfigError(
                 f"unknown option 'generation.{key}': not a transformers GenerationConfig field "
-                f"(nor one of {', '.join(OWN_GENERATION_KEYS)})"
+                f"(nor one of {', '.join(OWN_GENERATION_KEYS)}).{hint}"
             )
     stop = options.get("stop_tokens")
     if stop is not None and (isinstance(stop, str) or not all(isinstance(t, str) for t in stop)):

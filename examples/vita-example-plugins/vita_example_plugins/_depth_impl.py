@@ -55,9 +55,9 @@ class DepthPatchEncoder(nn.Module):
             else:  # per-map min-max: relative depth, as most monocular estimators give
                 low, high = depth.min(), depth.max()
                 depth = (depth - low) / (high - low) if high > low else torch.zeros_like(depth)
+            shrink = max(depth.shape) > self.image_size  # antialias only when downsampling
             resized = F.interpolate(depth[None, None], size=(self.image_size, self.image_size), mode="bilinear",
-                                    align_corners=False, antialias=depth.shape[0] > self.image_size
-                                    or depth.shape[1] > self.image_size)
+                                    align_corners=False, antialias=shrink)
             maps.append(resized[0] * 2.0 - 1.0)
         pixels = torch.stack(maps) if maps else torch.zeros(0, 1, self.image_size, self.image_size)
         return DepthBatch(pixels)
