@@ -15,10 +15,9 @@ def compose(overrides: Sequence[str] = (), *, return_hydra_config: bool = False)
     from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    from .overrides import normalise
     from .schema import validate_run_config
     from .searchpath import register_search_path
-
-    from .overrides import normalise
 
     register_search_path()
     GlobalHydra.instance().clear()
