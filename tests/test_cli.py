@@ -54,7 +54,8 @@ def test_output_scores_writes_stacked_scores(tmp_path, run_env):
 
 @pytest.mark.parametrize("args,message", [
     (["+vison=internvit"], "Did you mean '+vision=internvit'"),
-    (["+vision=internvit", "+audio=none", "images=[/nonexistent/cat.png]"], "image file '/nonexistent/cat.png'"),
+    (["+vision=internvit", "+audio=none", "images=[/nonexistent/cat.png]"],
+     "images: file '/nonexistent/cat.png' does not exist"),
     (["checkpoint=/nonexistent/ckpt"], "checkpoint directory '/nonexistent/ckpt' does not exist"),
 ])
 def test_user_errors_exit_2_without_traceback(tmp_path, run_env, args, message):

@@ -107,8 +107,9 @@ def test_ci_runs_the_readme_test_command_and_hooks_are_documented():
     ci_line = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci_line in readme
     assert "python -m vita_framework +vision=internvit +audio=none" in readme
-    from vita_framework.hookspecs import HOOKS_BY_KIND
+    from vita_framework.hookspecs import ANY_ENCODER_HOOK, HOOKS_BY_KIND, MODALITY_HOOK
 
-    for hook in HOOKS_BY_KIND.values():
+    for hook in [*HOOKS_BY_KIND.values(), MODALITY_HOOK, ANY_ENCODER_HOOK]:
         assert f"`{hook}(register)`" in readme
-    assert "register(name, factory, *, schema=None, description=\"\")" in readme
+    assert "register(name, factory, *, schema=None, description=\"\", claims=None)" in readme
+    assert "register(kind, name, factory, ...)" in readme

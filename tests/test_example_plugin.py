@@ -1,35 +1,40 @@
 """The example plugin package (examples/vita-example-plugins), installed for real and used through the CLI.
 
-pip builds and installs the package into a tmp dir (``--target``, offline, no dependencies), which the
-subprocesses get on PYTHONPATH: the shared venv is never touched, yet importlib.metadata, pluggy and Hydra
-find the package exactly as they would after ``pip install``. Without that PYTHONPATH its options do not
-exist, which proves they come from the package and not from the framework.
+:mod:`example_site` installs it with pip into a tmp dir that the subprocesses get on PYTHONPATH. Without that
+PYTHONPATH its options do not exist, which proves they come from the package and not from the framework.
 
 Every CLI run spends most of its ~10 s importing torch, so the runs start together in a module fixture and
-each test waits only for its own; the file stays well under a minute.
+each test waits only for its own; the file stays well under a minute. Its new modality (depth maps) is
+``test_example_modality.py``'s.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conftest import ROOT, default_bundle_tokens_per_tile
+from conftest import default_bundle_tokens_per_tile
+from example_site import (
+    DIST,
+    ENTRY_POINT,
+    TIMEOUT_S,
+    VERSION,
+    Run,
+    clean_env,
+    imported_from,
+    install_example,
+    ours,
+    start,
+    stop,
+)
 
-PACKAGE_SRC = ROOT / "examples" / "vita-example-plugins"
-DIST, VERSION, ENTRY_POINT = "vita-example-plugins", "0.1.0", "vita_example"
 BASE = ("+vision=internvit", "+audio=none", "generation.max_new_tokens=4", "device=cpu")
-TIMEOUT_S = 300
 
 #: name -> (overrides after BASE, whether the package is on PYTHONPATH)
 CLI_CASES: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -41,83 +46,19 @@ CLI_CASES: dict[str, tuple[tuple[str, ...], bool]] = {
 }
 
 
-def clean_env(site: Path | None) -> dict[str, str]:
-    """The caller's environment minus VITA_* switches and PYTHONPATH, plus the package's site if given.
-
-    One torch thread per process: the runs share the machine's cores, and oversubscribed threads are slower.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VITA_") and k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
-               PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
-    if site is not None:
-        env["PYTHONPATH"] = str(site)
-    return env
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Install the package with pip into ``<tmp>/site``, offline; returns that directory.
-
-    pip builds a local directory in place (``build/``, ``*.egg-info``), so it builds a copy: the source tree
-    stays clean and concurrent test runs do not share a build directory.
-    """
-    base = tmp_path_factory.mktemp("example_plugin")
-    src = base / "src"
-    shutil.copytree(PACKAGE_SRC, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    target = base / "site"
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(src)],
-        env=clean_env(None), capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return target
-
-
-@dataclass
-class CliRun:
-    """One ``python -m vita_framework`` process started in the background; ``wait`` collects it."""
-
-    process: subprocess.Popen
-    out: Path
-    err: Path
-    run_dir: Path
-
-    def wait(self) -> subprocess.CompletedProcess:
-        try:
-            self.process.wait(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
-        return subprocess.CompletedProcess(self.process.args, self.process.returncode,
-                                           self.out.read_text(), self.err.read_text())
-
-    def succeeded(self) -> dict[str, Any]:
-        """Wait, require exit status 0, and return the run's result.json."""
-        done = self.wait()
-        assert done.returncode == 0, done.stdout + done.stderr
-        return json.loads((self.run_dir / "result.json").read_text())
+    return install_example(tmp_path_factory.mktemp("example_plugin"))
 
 
 @pytest.fixture(scope="module")
 def cli_runs(site: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Start every case of CLI_CASES at once (files, not pipes, hold the output: no pipe can fill up)."""
+    """Start every case of CLI_CASES at once."""
     base = tmp_path_factory.mktemp("example_runs")
-    runs: dict[str, CliRun] = {}
-    for name, (overrides, installed) in CLI_CASES.items():
-        run_dir = base / name
-        out, err = base / f"{name}.out", base / f"{name}.err"
-        with open(out, "w") as stdout, open(err, "w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "vita_framework", *BASE, *overrides, f"hydra.run.dir={run_dir}"],
-                cwd=base, env=clean_env(site if installed else None), stdout=stdout, stderr=stderr, text=True,
-            )
-        runs[name] = CliRun(process, out, err, run_dir)
+    runs: dict[str, Run] = {name: start(base, name, [*BASE, *overrides], site=site if installed else None)
+                            for name, (overrides, installed) in CLI_CASES.items()}
     yield runs
-    for run in runs.values():
-        if run.process.poll() is None:
-            run.process.kill()
-            run.process.wait()
+    stop(runs)
 
 
 # -- the installed distribution -----------------------------------------------------------------------
@@ -132,12 +73,7 @@ def test_pip_installs_code_configs_and_entry_points(site):
     assert (conf / "fusion" / "mean_pool_splice.yaml").is_file()
 
 
-def ours(problems: list[str]) -> list[str]:
-    """Load problems caused by this package (other plugins installed in the venv are not this file's test)."""
-    return [p for p in problems if DIST in p or f"'{ENTRY_POINT}'" in p]
-
-
-def test_listing_attributes_both_components_to_the_package(site, cli_runs):  # cli_runs: start them early
+def test_listing_attributes_every_component_to_the_package(site, cli_runs):  # cli_runs: start them early
     result = subprocess.run([sys.executable, "-m", "vita_framework.plugins", "--json"], env=clean_env(site),
                             capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert result.returncode == 0, result.stderr
@@ -146,19 +82,16 @@ def test_listing_attributes_both_components_to_the_package(site, cli_runs):  # c
     row = next(row for row in data["plugins"] if row["plugin"] == ENTRY_POINT)
     assert (row["package"], row["version"], row["source"]) == (DIST, VERSION, "entrypoint")
     assert {(c["kind"], c["name"]) for c in row["components"]} == {
-        ("projector", "perceiver_resampler"), ("fusion", "mean_pool_splice")}
+        ("projector", "perceiver_resampler"), ("fusion", "mean_pool_splice"), ("depth", "depth_patch_cnn")}
+    assert row["modalities"] == ["depth"]
 
 
 # -- the components' contracts, in process ------------------------------------------------------------
 @pytest.fixture
 def example_modules(site, monkeypatch):
     """Import the installed package in this process; forget it afterwards so no later test sees it."""
-    for name in [n for n in os.environ if n.startswith("VITA_")]:  # VITA_BLOCK_PLUGINS etc. would skew loading
-        monkeypatch.delenv(name)
-    monkeypatch.syspath_prepend(str(site))
-    yield
-    for name in [n for n in sys.modules if n == "vita_example_plugins" or n.startswith("vita_example_plugins.")]:
-        del sys.modules[name]
+    with imported_from(site, monkeypatch):
+        yield
 
 
 @pytest.mark.parametrize("factor", [1, 3, 4])
@@ -205,14 +138,15 @@ def test_options_exist_only_with_the_package_installed(cli_runs):
         pass
     done = cli_runs["not_installed"].wait()
     assert done.returncode != 0
-    assert "Could not find 'projector/perceiver_resampler'" in done.stderr
-    assert "mlp2x_gelu" in done.stderr  # Hydra lists the options that do exist
+    assert "config group 'projector' has no option 'perceiver_resampler'" in done.stderr
+    assert "Available: " in done.stderr and "mlp2x_gelu" in done.stderr  # the options that do exist are listed
 
 
-def test_misspelt_option_is_stopped_by_hydra_with_the_full_key(cli_runs):
+def test_misspelt_option_is_stopped_before_any_job_with_the_full_key(cli_runs):
     done = cli_runs["typo"].wait()  # a key the option's YAML lacks is rejected before any job runs
     assert done.returncode != 0
-    assert "projector.num_latentz" in done.stderr and "+projector.num_latentz=3" in done.stderr
+    assert "unknown config key 'projector.num_latentz'" in done.stderr
+    assert "Did you mean 'projector.num_latents'?" in done.stderr
 
 
 def test_misspelt_option_names_the_full_key_and_the_package(example_modules):

@@ -8,7 +8,7 @@ from typing import Any
 from .errors import CheckpointError, UnknownComponentError
 from .plugin_manager import get_plugins
 from .registry import BuildContext
-from .validation import validate_run
+from .validation import attribute_unknown, validate_run
 from .weights import Bundle, default_bundle_path
 
 
@@ -165,23 +165,7 @@ def _build_attributed(registry: Any, kind: str, node: Any, context: BuildContext
     try:
         return registry.build(kind, node, context)
     except UnknownComponentError as exc:
-        choice = _hydra_choice(kind)
-        if choice is None:
-            raise
-        from .searchpath import option_origin
-
-        dist = option_origin(kind, choice)
-        where = f"config option '{kind}={choice}'" + (f" from package '{dist}'" if dist else "")
-        raise UnknownComponentError(f"{kind}.component in {where}: {exc}") from None
-
-
-def _hydra_choice(group: str) -> str | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return HydraConfig.get().runtime.choices.get(group)
-    except ValueError:
-        return None
+        raise UnknownComponentError(attribute_unknown(kind, exc)) from None
 
 
 def build(overrides: Sequence[str] = (), *, config: Any = None) -> Any:

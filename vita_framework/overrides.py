@@ -72,6 +72,14 @@ def explain(exc: Exception, overrides: list[str], compose: Any) -> str:
 
 def _unknown_key(key: str, overrides: list[str], compose: Any) -> str:
     """``vision.max_tile=3``: the valid keys of that node, read from the config composed without it."""
+    from .plugin_manager import get_plugins
+
+    table = get_plugins().modalities
+    modality = table.request_keys().get(key) or table.request_options().get(key)
+    if modality is not None:
+        package = next(e.package for e in table.entries() if e.modality is modality)
+        return (f"'{key}' belongs to modality '{modality.name}' ({package}), whose {modality.encoder} encoder is not "
+                f"configured: add +{modality.encoder}=<option> (its YAML declares '{key}'), or write +{key}=...")
     parent, _, name = key.rpartition(".")
     others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
     valid: list[str] = []

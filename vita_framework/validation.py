@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import ValidationErrors, VitaError
+from .errors import UnknownComponentError, ValidationErrors, VitaError
 
 #: own checks on top of transformers' (it accepts e.g. top_p=2.0)
 _RANGES = {
@@ -58,9 +58,28 @@ def component_problems(cfg: Any) -> list[str]:
             continue  # absent, or already reported by run_config_problems
         try:
             registry.options(kind, node)
+        except UnknownComponentError as exc:
+            problems.append(attribute_unknown(kind, exc))
         except VitaError as exc:
             problems.append(str(exc))
     return problems
+
+
+def attribute_unknown(kind: str, exc: Exception) -> str:
+    """An unknown component's message, traced to the config option (and the package shipping it) that named it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choice = HydraConfig.get().runtime.choices.get(kind)
+    except ValueError:  # not under a Hydra app
+        choice = None
+    if choice is None:
+        return str(exc)
+    from .searchpath import option_origin
+
+    dist = option_origin(kind, choice)
+    where = f"config option '{kind}={choice}'" + (f" from package '{dist}'" if dist else "")
+    return f"{kind}.component in {where}: {exc}"
 
 
 def generation_problems(options: dict[str, Any]) -> list[str]:
@@ -123,8 +142,12 @@ def request_problems(cfg: Any) -> list[str]:
     prompt = cfg.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         problems.append(f"prompt must be text; got {prompt!r} (quote it: prompt='...')")
-    for key in get_modalities().request_keys():
+    table = get_modalities()
+    for key, modality in table.request_keys().items():
         value = cfg.get(key)
+        if value and cfg.get(modality.encoder) is None:
+            problems.append(f"{key} were given but no {modality.encoder} encoder is configured; add "
+                            f"+{modality.encoder}=<option> (`python -m vita_framework.plugins` lists them)")
         if value is None or (not isinstance(value, str) and not hasattr(value, "__iter__")):
             continue
         for item in as_path_list(value):
