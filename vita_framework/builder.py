@@ -7,6 +7,7 @@ from typing import Any
 
 from .errors import CheckpointError, UnknownComponentError
 from .plugin_manager import get_plugins
+from .lazy import LazyComponent
 from .registry import BuildContext
 from .validation import attribute_unknown, validate_run
 from .weights import Bundle, default_bundle_path
@@ -95,7 +96,9 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
         return component
 
     llm = make("llm")
-    encoders = {kind: make(kind, ("llm",)) for kind in kinds if kind in modalities.encoder_kinds()}
+    lazy = set(cfg.get("lazy") or [])
+    encoders = {kind: LazyComponent(kind, lambda k=kind: make(k, ("llm",))) if kind in lazy else make(kind, ("llm",))
+                for kind in kinds if kind in modalities.encoder_kinds()}
     projected = [m.encoder for m in modalities if m.projected and m.encoder in encoders]
     projector = make("projector", (*projected, "llm")) if projected else None
     fusion = make("fusion")

@@ -5,6 +5,7 @@ Heavy (imports torch at module level): import it from factories only.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,34 @@ def load_tokenizer(path: Path) -> Any:
 
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # a VITA config.json has model_type vita-Qwen2: harmless warning
-        try:
-            tok = AutoTokenizer.from_pretrained(str(path))
+        try:  # never the checkpoint's own code: without this, an auto_map would ask on stdin whether to run it
+            tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        except ValueError as exc:
+            raise remote_code_error(path, "the tokenizer", exc) from None
         finally:
             hf_logging.set_verbosity(level)
     return tok
+
+
+def remote_code_error(directory: Path, what: str, exc: Exception) -> Exception:
+    """transformers' refusal to run a checkpoint's own Python code (``auto_map``), as a CheckpointError naming
+    the file and the key; any other error is returned unchanged."""
+    if "trust_remote_code" not in str(exc) and "custom code" not in str(exc):
+        return exc
+    found = []
+    for name in ("tokenizer_config.json", "config.json"):
+        try:
+            auto_map = read_json(directory / name).get("auto_map") if (directory / name).is_file() else None
+        except CheckpointError:
+            auto_map = None
+        if auto_map:
+            found.append(f"'{directory / name}' has 'auto_map' {json.dumps(auto_map)}")
+    where = "; ".join(found) or f"'{directory}' asks for custom code"
+    return CheckpointError(
+        f"{where}: loading {what} would run Python code shipped with the checkpoint, which vita_framework never "
+        "does (trust_remote_code=False). Use a checkpoint transformers implements itself: set 'tokenizer_class' "
+        "(tokenizer_config.json) or 'model_type' (config.json) to a built-in class such as Qwen2Tokenizer / "
+        "qwen2 and remove 'auto_map'")
 
 
 class CausalLMBackbone:
@@ -123,6 +147,9 @@ class CausalLMBackbone:
                 str(model_dir), dtype=dtype, attn_implementation=options.attn_implementation,
                 device_map=options.device_map, trust_remote_code=False)
         except (OSError, ValueError) as exc:
+            error = remote_code_error(model_dir, "llm.model", exc)
+            if isinstance(error, CheckpointError):
+                raise error from None
             raise CheckpointError(f"llm.model '{model_dir}' cannot be loaded as a causal LM: {exc}") from None
         if options.arch and not type(model).__name__.startswith(options.arch):
             raise ComponentConfigError(

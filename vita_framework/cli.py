@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-import resource
 import sys
 import time
-import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .errors import VitaError
+from .peak_memory import PeakMemory
 from .schema import as_path_list
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent / "assets" / "sample.png"
+log = logging.getLogger(__name__)
+PEAK_MEMORY = PeakMemory()  # restarted by every job: a sweep runs several jobs in one process
 
 
 def run_job(cfg: Any) -> float | None:
@@ -24,22 +27,32 @@ def run_job(cfg: Any) -> float | None:
     job is recorded as failed in its result.json and the sweep goes on (Hydra would otherwise stop).
     """
     multirun = _is_multirun()
+    PEAK_MEMORY.start()
+    previous, warnings.showwarning = warnings.showwarning, _log_warning
     try:
         payload = _run(cfg)
         return (payload.get("eval") or {}).get("score")
     except VitaError as exc:
         if os.environ.get("VITA_DEBUG"):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         if not multirun:
             sys.exit(2)
         _write_failure(exc)
     except Exception as exc:
         if not multirun:
             raise
-        traceback.print_exc()
+        log.exception("job failed with an unexpected error")
         _write_failure(exc)
+    finally:
+        PEAK_MEMORY.stop()
+        warnings.showwarning = previous
     return float("nan")
+
+
+def _log_warning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """Warnings of a job go to its log (console and the job's log file) as one line, without source lines."""
+    log.warning("warning: %s", message)
 
 
 def _is_multirun() -> bool:
@@ -111,11 +124,8 @@ def default_bundle_note() -> str:
 
 
 def _peak_memory_mb() -> float:
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This job's peak (GPU memory on CUDA, else host RSS), since ``run_job`` started; see ``PEAK_MEMORY.method``."""
+    return PEAK_MEMORY.peak_mb()
 
 
 def _run(cfg: Any) -> dict[str, Any]:
@@ -148,7 +158,7 @@ def _run(cfg: Any) -> dict[str, Any]:
         scores.update(metric=metric, score=scores[metric], dataset=str(eval_cfg.dataset))
         for row, answer in zip(result.rows, answers):
             row.expected = answer
-        print(f"eval: exact {scores['exact']:.3f}, contains {scores['contains']:.3f} over {scores['n']} items")
+        log.info("eval: exact %.3f, contains %.3f over %d items", scores["exact"], scores["contains"], scores["n"])
         return _write_outputs(result, build_s, pipeline, extra={"eval": scores})
     if batch is not None:
         result = pipeline.generate_batch(batch, batch_size=int(cfg.get("batch_size", 8)), progress=True,
@@ -163,7 +173,7 @@ def _run(cfg: Any) -> dict[str, Any]:
 
         streamer = TextStreamer(pipeline.llm.tokenizer, skip_prompt=True, skip_special_tokens=True)
     if cfg.get("checkpoint") == "default":
-        print(default_bundle_note(), file=sys.stderr)
+        log.info(default_bundle_note())
     result = pipeline.generate(prompt, streamer=streamer, output_scores=want_scores, seed=_seed(cfg), **fields)
     if streamer is None:
         print(result.text)
@@ -185,6 +195,7 @@ def _write_outputs(result: Any, build_s: float, pipeline: Any, extra: dict[str, 
     payload["timings"]["build_s"] = build_s
     payload["components_reused"] = list(getattr(pipeline, "reused_components", []))
     payload["peak_memory_mb"] = _peak_memory_mb()
+    payload["peak_memory_method"] = PEAK_MEMORY.method
     payload.update(_hydra_meta())
     payload["plugins"] = {row["plugin"]: {"package": row["package"], "version": row["version"]}
                           for row in listing()}
@@ -202,7 +213,7 @@ def _write_outputs(result: Any, build_s: float, pipeline: Any, extra: dict[str, 
         save_file({"scores": scores.contiguous()}, str(out_dir / "scores.safetensors"))
         payload["scores_file"] = "scores.safetensors"
     _write_json(out_dir, payload)
-    print(summary(payload), file=sys.stderr)
+    log.info(summary(payload))
     return payload
 
 

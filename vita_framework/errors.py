@@ -44,6 +44,11 @@ class CheckpointError(VitaError):
     """A checkpoint directory is missing files or holds tensors that do not fit."""
 
 
+class GenerationError(VitaError):
+    """Generation cannot go on: a component produced values that make its output meaningless (non-finite
+    logits from NaN weights or float16 overflow)."""
+
+
 class DuplicateModalityError(VitaError):
     """Two plugins registered modalities with the same name, marker, request key or placeholder id."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .lazy import materialise
 from .modalities import ModalityTable
 from .preparation import RequestPreparer
 from .prompt import get_template
@@ -65,7 +66,7 @@ class Pipeline:
         encoders = self.__dict__.get("encoders", {})
         modalities = self.__dict__.get("modalities")
         if name in encoders:
-            return encoders[name]
+            return materialise(encoders[name])  # a lazy encoder is built when asked for by name
         if modalities is not None and name in modalities.encoder_kinds():
             return None
         raise AttributeError(f"'Pipeline' has no attribute '{name}'")

@@ -17,7 +17,7 @@ from .errors import ConfigError
 CORE_GROUPS = ("projector", "fusion", "llm")
 RUN_KEYS = (
     "checkpoint", "template", "prompt", "requests", "batch_size", "dtype", "device", "seed", "stream", "output",
-    "generation", "experiment", "allow_pickle", "eval",
+    "generation", "experiment", "allow_pickle", "eval", "lazy",
 )
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -94,6 +94,13 @@ def run_config_problems(cfg: Any) -> list[str]:
     batch_size = cfg.get("batch_size", 1)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"batch_size must be a positive integer; got {batch_size!r}")
+    lazy = cfg.get("lazy") or []
+    projected = {m.encoder for m in table if m.projected}
+    for kind in lazy if _is_sequence(lazy) else [lazy]:
+        if kind not in table.encoder_kinds() or kind in projected:
+            allowed = sorted(set(table.encoder_kinds()) - projected)
+            problems.append(f"lazy: '{kind}' cannot be built lazily; only encoders no other component is derived "
+                            f"from can: {', '.join(allowed)}")
     for group in groups:
         node = cfg.get(group)
         if node is not None and (not hasattr(node, "keys") or "component" not in node):

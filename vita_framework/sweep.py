@@ -7,6 +7,7 @@ Importing this module stays light (no torch): Hydra instantiates the callback on
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,18 @@ def summary_choices() -> tuple[str, ...]:
     return (*component_groups(), "generation")
 
 
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """``["+vision=internvit", "++generation.top_k=5", "~audio"]`` -> ``{"vision": "internvit", ...}``."""
+    parsed = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+")
+        if key.startswith("~"):
+            key, value = key[1:], "(deleted)"
+        parsed[key] = value
+    return parsed
+
+
 def job_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The numbers a sweep compares, from one job's result.json."""
     rows = result.get("rows") or []
@@ -33,32 +46,81 @@ def job_summary(result: dict[str, Any]) -> dict[str, Any]:
         "status": result.get("status", "ok"),
         "choices": {k: choices.get(k) for k in summary_choices() if k in choices},
         "overrides": result.get("overrides", []),
+        "params": parse_overrides(result.get("overrides", [])),
         "tokens_in": sum((r.get("tokens_in") or {}).get("total", 0) for r in ok_rows),
         "tokens_out": sum(r.get("tokens_out", 0) for r in ok_rows),
         "time_to_first_token_s": timings.get("time_to_first_token_s"),
         "tokens_per_s": timings.get("decode_tokens_per_s"),
         "peak_memory_mb": result.get("peak_memory_mb"),
+        "peak_memory_method": result.get("peak_memory_method"),
         "score": (result.get("eval") or {}).get("score"),
         "answer": first[:40],
         "error": result.get("error"),
     }
 
 
-def format_summary(entries: list[dict[str, Any]]) -> str:
-    head = ("#", "status", "choices", "in", "out", "ttft ms", "tok/s", "peak MB", "score", "answer / error")
-    lines = [head]
-    for e in entries:
-        def num(v: Any, fmt: str) -> str:
-            return format(v, fmt) if isinstance(v, (int, float)) else "-"
+def swept(entries: list[dict[str, Any]]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``(columns, fixed)``: each key whose value differs between jobs with every job's value (an override, or
+    a component choice that changed without one, e.g. through an experiment), and the overrides all jobs share.
+    """
+    columns: dict[str, list[str]] = {}
+    fixed: dict[str, str] = {}
+    for source in ("params", "choices"):
+        keys = dict.fromkeys(k for e in entries for k in (e.get(source) or {}))
+        for key in keys:
+            values = [_text((e.get(source) or {}).get(key)) for e in entries]
+            if len(set(values)) > 1 and key not in columns:
+                columns[key] = values
+            elif source == "params" and len(set(values)) == 1:
+                fixed[key] = values[0]
+    return columns, fixed
 
-        choices = " ".join(f"{k}={v}" for k, v in e["choices"].items() if v is not None)
-        ttft = e["time_to_first_token_s"]
-        lines.append((str(e["job"]), e["status"], choices, str(e["tokens_in"]), str(e["tokens_out"]),
-                      num(ttft * 1000 if ttft is not None else None, ".0f"), num(e["tokens_per_s"], ".1f"),
-                      num(e["peak_memory_mb"], ".0f"), num(e["score"], ".3f"),
+
+def _text(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _ms(seconds: Any) -> float | None:
+    return seconds * 1000 if isinstance(seconds, (int, float)) else None
+
+
+def format_summary(entries: list[dict[str, Any]]) -> str:
+    columns, fixed = swept(entries)
+    head = ("#", "status", *columns, "in", "out", "ttft ms", "tok/s", "peak MB", "score", "answer / error")
+    lines = [head]
+
+    def num(v: Any, fmt: str) -> str:
+        return format(v, fmt) if isinstance(v, (int, float)) else "-"
+
+    for i, e in enumerate(entries):
+        lines.append((str(e["job"]), e["status"], *(values[i] for values in columns.values()),
+                      str(e["tokens_in"]), str(e["tokens_out"]), num(_ms(e["time_to_first_token_s"]), ".0f"),
+                      num(e["tokens_per_s"], ".1f"), num(e["peak_memory_mb"], ".0f"), num(e["score"], ".3f"),
                       (e["error"] or e["answer"]).replace("\n", " ")[:60]))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+    table = "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines)
+    shared = " ".join(f"{k}={v}" for k, v in fixed.items())
+    return (f"fixed: {shared}\n" if shared else "") + table
+
+
+CSV_FIELDS = ("job", "status", "tokens_in", "tokens_out", "ttft_ms", "tokens_per_s", "peak_mb", "score", "answer",
+              "error")
+
+
+def write_csv(path: Path, entries: list[dict[str, Any]]) -> None:
+    """``summary.csv``: one row per job, a column per swept key (between ``status`` and ``tokens_in``)."""
+    columns, _ = swept(entries)
+    fields = [*CSV_FIELDS[:2], *columns, *CSV_FIELDS[2:]]
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for i, e in enumerate(entries):
+            row = {"job": e["job"], "status": e["status"], "tokens_in": e["tokens_in"],
+                   "tokens_out": e["tokens_out"], "ttft_ms": _ms(e["time_to_first_token_s"]),
+                   "tokens_per_s": e["tokens_per_s"], "peak_mb": e["peak_memory_mb"], "score": e["score"],
+                   "answer": e["answer"], "error": e["error"]}
+            row.update({key: values[i] for key, values in columns.items()})
+            writer.writerow(row)
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -79,7 +141,8 @@ def _job_key(name: str) -> tuple[int, Any]:
 
 
 class ResultsCollector(Callback):
-    """Writes ``results.jsonl`` in the sweep dir and prints the summary table at the end of a multirun."""
+    """Writes ``results.jsonl`` and ``summary.csv`` in the sweep dir and prints the summary table at the end of a
+    multirun (a column per swept key; the overrides every job shares once above it)."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -87,6 +150,7 @@ class ResultsCollector(Callback):
         with open(sweep_dir / "results.jsonl", "w", encoding="utf-8") as handle:
             for entry in entries:
                 handle.write(json.dumps(entry) + "\n")
+        write_csv(sweep_dir / "summary.csv", entries)
         failed = sum(e["status"] != "ok" for e in entries)
         print(f"\n== sweep summary: {len(entries)} jobs, {failed} failed ({sweep_dir / 'results.jsonl'})")
         print(format_summary(entries))

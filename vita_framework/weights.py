@@ -123,13 +123,14 @@ class Bundle:
     def resolve(self, config_key: str) -> Path:
         """Resolve ``config[config_key]`` (e.g. ``mm_vision_tower``) to a local directory.
 
-        A relative path resolves against the bundle; a hub id resolves only through the local Hugging Face
-        cache (offline), never by downloading.
+        The value is the checkpoint's, not the user's, so it is confined: it resolves inside the bundle
+        directory (``..`` and symlinks followed, never the current directory) or the local Hugging Face cache,
+        where a hub id resolves offline, never by downloading.
         """
         value = self.config.get(config_key)
         if not value:
             raise CheckpointError(f"'{self.path / 'config.json'}' has no '{config_key}'")
-        return resolve_local_dir(str(value), base=self.path, what=f"{config_key} of {self.path}")
+        return resolve_local_dir(str(value), base=self.path, what=f"{config_key} of {self.path}", confine=True)
 
 
 def read_bundle_info(bundle: str | os.PathLike) -> dict[str, Any]:
@@ -140,8 +141,16 @@ def read_bundle_info(bundle: str | os.PathLike) -> dict[str, Any]:
         return {}
 
 
-def resolve_local_dir(value: str, *, base: Path, what: str) -> Path:
-    candidates = [base / value, Path(value).expanduser()]
+def resolve_local_dir(value: str, *, base: Path, what: str, confine: bool = False) -> Path:
+    """A local directory for ``value``: ``base / value``, then ``value`` itself (a user's path), then a hub id
+    in the local Hugging Face cache (offline).
+
+    ``confine`` is for a checkpoint's own config keys: only ``base / value`` is tried, and it must lie inside
+    ``base`` or the Hugging Face cache once ``..`` and symlinks are resolved (``../../../etc`` is an error).
+    """
+    if confine:
+        _check_confined(value, base=base, what=what)
+    candidates = [base / value] if confine else [base / value, Path(value).expanduser()]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
@@ -157,6 +166,24 @@ def resolve_local_dir(value: str, *, base: Path, what: str) -> Path:
                 f"(or place it at '{base / value.split('/')[-1]}' and set the key to that relative path)"
             ) from None
     raise CheckpointError(f"{what} is '{value}', but no directory '{base / value}' exists")
+
+
+def _check_confined(value: str, *, base: Path, what: str) -> None:
+    target = (base / value).resolve()
+    roots = [base.resolve()]
+    try:
+        from huggingface_hub import constants
+
+        roots.append(Path(constants.HF_HUB_CACHE).expanduser().resolve())
+    except ImportError:
+        pass
+    if any(target == root or root in target.parents for root in roots):
+        return
+    raise CheckpointError(
+        f"{what} is '{value}', which resolves to '{target}', outside the checkpoint directory '{base}'. A "
+        "checkpoint's own config keys resolve only inside it or the local Hugging Face cache "
+        f"('{roots[-1]}'); copy that directory into the checkpoint (only its config files are read) and set "
+        "the key to its relative name")
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class WhisperAudioEncoder(nn.Module):
                     for prefix in ("model.encoder.", "encoder."):
                         if key.startswith(prefix):
                             state["encoder." + key[len(prefix):]] = tensor
-            extractor = WhisperFeatureExtractor.from_pretrained(str(model_dir)) \
+            extractor = WhisperFeatureExtractor.from_pretrained(str(model_dir), trust_remote_code=False) \
                 if (model_dir / "preprocessor_config.json").is_file() else None
         else:
             a = options.arch

@@ -52,6 +52,14 @@ def build_projector(options: ProjectorOptions, context: Any, *, depth: int) -> A
             )
         if depth == 0 and set(state) == {"weight", "bias"}:  # a bare Linear's names
             state = {f"0.{k}": v for k, v in state.items()}
+        trained_in = state["0.weight"].shape[1] if "0.weight" in state else width_in
+        if trained_in != width_in:
+            raise CheckpointError(
+                f"the projector in '{bundle.path}' (prefix {options.weights_prefix}) was trained for vision "
+                f"features of width {trained_in}, but the configured vision encoder ({type(vision).__name__}) gives "
+                f"{width_in}: the bundle's projector belongs to another encoder. Either train a projector for this "
+                "encoder (python -m vita_framework.train with the same +vision=... overrides), or use "
+                "checkpoint=null to run every component with random weights")
         load_into(module, state, what=f"projector from '{bundle.path}' (prefix {options.weights_prefix})")
     else:
         warnings.warn("projector has RANDOM weights (no checkpoint given)", stacklevel=2)

@@ -42,7 +42,8 @@ class SiglipEncoder(VisionTower):
             model_dir = resolve_local_dir(str(options.model), base=base, what="vision.model")
             model = _load_pretrained(model_dir, options)
             proc_file = model_dir / "preprocessor_config.json"
-            processor = SiglipImageProcessor.from_pretrained(str(model_dir)) if proc_file.is_file() else None
+            processor = SiglipImageProcessor.from_pretrained(
+                str(model_dir), trust_remote_code=False) if proc_file.is_file() else None
         else:
             a = options.arch
             config = SiglipVisionConfig(
@@ -95,7 +96,8 @@ def _load_pretrained(model_dir: Path, options: Any) -> nn.Module:
     if model_type not in SIGLIP_TYPES:
         raise CheckpointError(f"vision.model '{model_dir}' holds a '{model_type}' model, not SigLIP "
                               f"(model_type {' or '.join(SIGLIP_TYPES)})")
-    config = SiglipVisionConfig.from_pretrained(str(model_dir), attn_implementation=options.attn_implementation)
+    config = SiglipVisionConfig.from_pretrained(str(model_dir), attn_implementation=options.attn_implementation,
+                                                trust_remote_code=False)
     config.vision_use_head = False
     files = Bundle(model_dir)  # the same reader as bundles: single or sharded safetensors, pickles refused
     prefix = "vision_model." if files.has_prefix("vision_model.") else ""
