@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import CheckpointError, UnknownComponentError
-from .plugin_manager import get_plugins
 from .lazy import LazyComponent
+from .plugin_manager import get_plugins
 from .registry import BuildContext
 from .validation import attribute_unknown, validate_run
 from .weights import Bundle, default_bundle_path

@@ -6,6 +6,7 @@ Heavy (imports torch at module level): import it from factories only.
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -202,17 +203,24 @@ class CausalLMBackbone:
         return GenerationConfig(**merged)
 
     @torch.inference_mode()
-    def generate(self, fused: Any, generation_config: Any, *, streamer: Any = None, seed: int | None = None) -> Any:
+    def generate(self, fused: Any, generation_config: Any, *, streamer: Any = None, seed: int | None = None,
+                 cancel: threading.Event | None = None) -> Any:
         """Penalty and sampling run as our own logits processors (see :mod:`vita_framework.decoding`): the
         penalty covers every generated token of every row, and sampling draws from a generator of this call
-        (``seed``, or fresh entropy when None), never from the global torch RNG."""
-        from .decoding import decoding_plan
+        (``seed``, or fresh entropy when None), never from the global torch RNG. Non-finite first-step logits
+        raise :class:`GenerationError`; setting ``cancel`` ends generation after the current step, every row
+        keeping what it has (shorter rows, no error)."""
+        from transformers import StoppingCriteriaList
+
+        from .decoding import CancelCriteria, FiniteLogitsCheck, decoding_plan
 
         config, processors, sampler = decoding_plan(generation_config, self.model.generation_config, seed,
                                                     fused.inputs_embeds.device)
+        processors.insert(0, FiniteLogitsCheck(f"the LLM ({type(self.model).__name__})"))
+        stopping = StoppingCriteriaList([CancelCriteria(cancel)] if cancel is not None else [])
         out = self.model.generate(
             inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
-            generation_config=config, logits_processor=processors, streamer=streamer,
+            generation_config=config, logits_processor=processors, stopping_criteria=stopping, streamer=streamer,
         )
         if sampler is not None and sampler.scores is not None and out.scores is not None:
             out.scores = tuple(sampler.scores[:len(out.scores)])  # warped scores, not the one-hot draw

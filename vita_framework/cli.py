@@ -226,15 +226,40 @@ def _write_json(out_dir: Path, payload: dict[str, Any]) -> None:
 
 
 def summary(payload: dict[str, Any]) -> str:
-    rows, t = payload["rows"], payload["timings"]
-    if len(rows) > 1:
-        done = [r for r in rows if not r.get("error")]
-        out = sum(r["tokens_out"] for r in done)
-        return (f"\n-- {len(rows)} requests ({len(rows) - len(done)} failed); tokens in: "
-                f"{sum(r['tokens_in'].get('total', 0) for r in done)}; tokens out: {out}; "
-                f"{out / max(t['total_s'], 1e-9):.1f} new tokens/s; peak memory: {payload['peak_memory_mb']:.0f} MB")
-    row = rows[0]
-    tokens_in = ", ".join(f"{k} {v}" for k, v in row["tokens_in"].items() if k != "total" and v)
-    return (f"\n-- tokens in: {row['tokens_in']['total']} ({tokens_in}); tokens out: {row['tokens_out']}; "
-            f"time to first token: {t['time_to_first_token_s'] * 1000:.0f} ms; "
-            f"decode: {t['decode_tokens_per_s']:.1f} tokens/s; peak memory: {payload['peak_memory_mb']:.0f} MB")
+    """The closing line on stderr; rows that failed (batch mode) have no token counts and are only counted."""
+    rows, t = payload["rows"], payload.get("timings") or {}
+    memory = f"peak memory: {payload.get('peak_memory_mb', 0.0):.0f} MB"
+    done = [r for r in rows if not r.get("error")]
+    if len(rows) == 1 and done:
+        row = rows[0]
+        tokens_in = ", ".join(f"{k} {v}" for k, v in row["tokens_in"].items() if k != "total" and v)
+        return (f"\n-- tokens in: {row['tokens_in'].get('total', 0)} ({tokens_in}); tokens out: {row['tokens_out']}; "
+                f"time to first token: {t.get('time_to_first_token_s', 0.0) * 1000:.0f} ms; "
+                f"decode: {t.get('decode_tokens_per_s', 0.0):.1f} tokens/s; {memory}")
+    failed = len(rows) - len(done)
+    counted = f"{len(rows)} request{'s' if len(rows) != 1 else ''} ({failed} failed)"
+    if not done:
+        return f"\n-- {counted}: no answers (each row's error is in result.json); {memory}"
+    out = sum(r["tokens_out"] for r in done)
+    return (f"\n-- {counted}; tokens in: {sum(r['tokens_in'].get('total', 0) for r in done)}; tokens out: {out}; "
+            f"{out / max(t.get('total_s', 0.0), 1e-9):.1f} new tokens/s; {memory}")
+
+
+def output_dir_problem(path: str | os.PathLike, setting: str = "hydra.run.dir") -> str | None:
+    """Why results cannot be written under ``path`` (created if missing, then a probe file written and removed),
+    or None; ``setting`` is the option to change. Run before any model work, so a bad output dir costs nothing."""
+    import tempfile
+
+    target = Path(path).expanduser()
+    try:
+        blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            where = "is" if blocker == target else f"lies under '{blocker}', which is"
+            return f"output directory '{target}' {where} a file, not a directory; choose another {setting}=<dir>"
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".vita-probe-"):
+            pass
+    except OSError as exc:
+        return (f"output directory '{target}' cannot be written ({exc.strerror or exc}); choose a writable "
+                f"{setting}=<dir>")
+    return None

@@ -13,6 +13,7 @@ into the text embeddings, and the LLM generates from the result.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -163,11 +164,14 @@ class LLMBackbone(Protocol):
         """The ``generation`` options merged over the checkpoint's defaults, as this backend's config object."""
 
     def generate(self, fused: FusedInputs, generation_config: Any, *, streamer: Any = None,
-                 seed: int | None = None) -> Any:
+                 seed: int | None = None, cancel: threading.Event | None = None) -> Any:
         """New tokens for every row; returns an object with ``sequences`` (and ``scores`` when asked).
 
         ``seed`` seeds this call's own random generator; None draws fresh randomness, so repeated sampling
-        calls differ. The global torch RNG is never touched."""
+        calls differ. The global torch RNG is never touched. Once ``cancel`` is set (from any thread),
+        generation stops within one decode step and returns what it has: rows end early, without an eos and
+        without an error. Output that cannot be meaningful (non-finite logits) raises
+        :class:`~vita_framework.errors.GenerationError`."""
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Tensors to save under their full bundle names (the LLM takes the keys no other component claims)."""

@@ -10,11 +10,16 @@ Why not transformers' built-ins:
   also generated from embeddings, penalised every generated token of every row.
 - ``generate`` samples with ``torch.multinomial`` on the global RNG and takes no generator. Seeding it would
   reseed the process (and race with other threads); a per-call ``torch.Generator`` needs our own sampling step.
+
+Two guards run with them: :class:`FiniteLogitsCheck` stops a model whose first scores hold NaN/inf (NaN
+weights, float16 overflow) with a :class:`~vita_framework.errors.GenerationError` instead of ``!!!!``, and
+:class:`CancelCriteria` ends a generation within one decode step once its ``threading.Event`` is set.
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Any
 
 import torch
@@ -25,6 +30,7 @@ from transformers import (
     LogitsProcessor,
     LogitsProcessorList,
     MinPLogitsWarper,
+    StoppingCriteria,
     TemperatureLogitsWarper,
     TopHLogitsWarper,
     TopKLogitsWarper,
@@ -32,7 +38,7 @@ from transformers import (
     TypicalLogitsWarper,
 )
 
-from .errors import ConfigError
+from .errors import ConfigError, GenerationError
 
 #: sampling knobs at the values transformers' GenerationConfig documents as defaults (each one a no-op except
 #: top_k=50, which transformers applies when nothing sets top_k; we keep that so results do not change)
@@ -40,6 +46,41 @@ SAMPLING_DEFAULTS: dict[str, Any] = {
     "temperature": 1.0, "top_h": None, "top_k": 50, "top_p": 1.0, "min_p": None, "typical_p": 1.0,
     "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
 }
+
+
+class FiniteLogitsCheck(LogitsProcessor):
+    """Raises :class:`GenerationError` naming ``component`` when the first step's scores hold NaN or +inf, or a
+    row has no finite score; later steps are not checked (one device sync per call). The LLM puts it before the
+    :func:`decoding_plan` processors; transformers' built-ins before it only set -inf or 0, which it allows."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.checked = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.checked:
+            self.checked = True
+            bad = torch.isnan(scores).any(-1) | torch.isposinf(scores).any(-1) | ~torch.isfinite(scores).any(-1)
+            if bool(bad.any()):
+                rows = bad.nonzero().flatten().tolist()
+                kind = "NaN" if bool(torch.isnan(scores).any()) else "infinite"
+                raise GenerationError(
+                    f"{self.component} produced {kind} logits at the first generated token (row(s) {rows[:8]}), "
+                    "so every token would be garbage. Likely causes: NaN/inf weights in the checkpoint (check "
+                    "the LLM's tensors, or the encoders'/projector's whose features it read), or float16 "
+                    "overflow: try dtype=float32 or dtype=bfloat16")
+        return scores
+
+
+class CancelCriteria(StoppingCriteria):
+    """Stops every row once ``event`` is set: transformers checks it after each decode step, so a generation
+    ends within one step of the set (its rows keep the tokens made so far)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 class GeneratedTokensRepetitionPenalty(LogitsProcessor):

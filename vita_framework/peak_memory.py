@@ -41,6 +41,12 @@ def _hwm_mb() -> float:
     raise OSError("no VmHWM in /proc/self/status")
 
 
+def _reset_hwm() -> None:
+    """VmHWM := current RSS (Linux >= 4.0); OSError where /proc or the reset is unavailable."""
+    (_PROC / "clear_refs").write_text("5")
+    _hwm_mb()
+
+
 class PeakMemory:
     """Peak memory since :meth:`start`; :attr:`method` says how it was measured."""
 
@@ -59,8 +65,7 @@ class PeakMemory:
             for device in range(torch.cuda.device_count()):
                 torch.cuda.reset_peak_memory_stats(device)
         try:
-            (_PROC / "clear_refs").write_text("5")
-            _hwm_mb()
+            _reset_hwm()
             self._host = "vmhwm"
             return
         except OSError:

@@ -7,6 +7,7 @@ encoded as a dummy.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -90,16 +91,19 @@ class Pipeline:
         return self.preparer.prepare(request)
 
     def generate(self, prompt: str | Request | None = None, *, streamer: Any = None, output_scores: bool = False,
-                 seed: int | None = None, generation: dict[str, Any] | None = None, **fields: Any
-                 ) -> GenerationResult:
+                 seed: int | None = None, generation: dict[str, Any] | None = None,
+                 cancel: threading.Event | None = None, **fields: Any) -> GenerationResult:
         """Answer one request: ``generate("What is it?", images=["a.png"])``.
 
         ``fields`` are request fields (``images``, ``audios``, ``videos``, ``video_fps``, a plugin modality's key)
         and, for backward compatibility, generation options (``max_new_tokens=...``); ``generation`` sets the
         latter explicitly. ``seed`` makes sampling repeatable for this call; None draws fresh randomness.
+        Setting ``cancel`` (from another thread, e.g. a server's) stops generation within one decode step; the
+        result holds what was generated so far (rows end early, no error).
         """
         request, options = self._request(prompt, fields, generation)
-        return self.run([request], streamer=streamer, output_scores=output_scores, seed=seed, **options)
+        return self.run([request], streamer=streamer, output_scores=output_scores, seed=seed, cancel=cancel,
+                        **options)
 
     def _request(self, prompt: Any, fields: dict[str, Any], generation: dict[str, Any] | None
                  ) -> tuple[Request, dict[str, Any]]:
@@ -114,11 +118,12 @@ class Pipeline:
 
     def generate_batch(self, requests: list[Request | dict[str, Any]], *, batch_size: int = 8,
                        progress: bool = False, output_scores: bool = False, seed: int | None = None,
-                       **generation: Any) -> GenerationResult:
+                       cancel: threading.Event | None = None, **generation: Any) -> GenerationResult:
         """Answer many requests, ``batch_size`` at a time (left-padded; each row stops on its own).
 
         A row whose inputs fail (missing file, marker mismatch, ...) gets its ``error`` set and no answer;
-        the other rows still run. Rows come back in input order.
+        the other rows still run. Rows come back in input order. Once ``cancel`` is set, the running batch
+        ends within one decode step (its rows end early) and later rows get the error ``cancelled``.
         """
         from .errors import VitaError
         from .requests_io import parse_request
@@ -133,6 +138,10 @@ class Pipeline:
             ready = []
             t_start = time.perf_counter()
             for index in chunk:
+                if cancel is not None and cancel.is_set():
+                    rows[index] = RowResult(items[index].prompt or "", "", [], {}, 0, error="cancelled",
+                                            id=items[index].id)
+                    continue
                 try:
                     ready.append((index, self.prepare(items[index])))
                 except VitaError as exc:
@@ -140,7 +149,7 @@ class Pipeline:
                                             id=items[index].id)
             if ready:
                 result = self._generate_prepared([p for _, p in ready], t_start=t_start, output_scores=output_scores,
-                                                 seed=seed, **generation)
+                                                 seed=seed, cancel=cancel, **generation)
                 for (index, _), row in zip(ready, result.rows):
                     rows[index] = row
                 for key, value in result.timings.items():
@@ -151,11 +160,13 @@ class Pipeline:
         bar.close()
         return GenerationResult([r for r in rows if r is not None], timings, scores or None)
 
-    def stream(self, prompt: str | Request | None = None, **kwargs: Any):
-        """Yield the answer's text pieces as they are generated, then the final :class:`GenerationResult`."""
-        import threading
+    def stream(self, prompt: str | Request | None = None, *, cancel: threading.Event | None = None, **kwargs: Any):
+        """Yield the answer's text pieces as they are generated, then the final :class:`GenerationResult`.
 
-        from transformers import TextIteratorStreamer
+        Abandoning the iterator (``break``, ``close()``, garbage collection) sets ``cancel`` (a fresh event
+        unless given) and generation stops within one decode step (:mod:`vita_framework.streaming`).
+        """
+        from .streaming import stream_pieces
 
         run = {k: kwargs.pop(k) for k in ("seed", "output_scores") if k in kwargs}
         generation = kwargs.pop("generation", None)
@@ -163,36 +174,23 @@ class Pipeline:
         kwargs = {**run, **options}
         t_start = time.perf_counter()
         prepared = self.prepare(request)  # input errors surface here, before the thread starts
-        streamer = TextIteratorStreamer(self.llm.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        box: dict[str, Any] = {}
 
-        def work() -> None:
-            try:
-                box["result"] = self._generate_prepared([prepared], t_start=t_start, streamer=streamer, **kwargs)
-            except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
-                streamer.end()
+        def generate(**streaming: Any) -> GenerationResult:
+            return self._generate_prepared([prepared], t_start=t_start, **streaming, **kwargs)
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        yield box["result"]
+        yield from stream_pieces(generate, self.llm.tokenizer, cancel if cancel is not None else threading.Event())
 
     def run(self, requests: list[Request], *, streamer: Any = None, output_scores: bool = False,
-            seed: int | None = None, **generation: Any) -> GenerationResult:
+            seed: int | None = None, cancel: threading.Event | None = None, **generation: Any) -> GenerationResult:
         t_start = time.perf_counter()
         return self._generate_prepared([self.prepare(r) for r in requests], t_start=t_start, streamer=streamer,
-                                       output_scores=output_scores, seed=seed, **generation)
+                                       output_scores=output_scores, seed=seed, cancel=cancel, **generation)
 
     def _generate_prepared(self, prepared: list[PreparedRequest], *, t_start: float, streamer: Any = None,
-                           output_scores: bool = False, seed: int | None = None, **generation: Any
-                           ) -> GenerationResult:
-        """Pad, fuse and generate for already encoded requests; ``t_start`` is when their encoding began."""
+                           output_scores: bool = False, seed: int | None = None,
+                           cancel: threading.Event | None = None, **generation: Any) -> GenerationResult:
+        """Pad, fuse and generate for already encoded requests; ``t_start`` is when their encoding began.
+        A set ``cancel`` ends generation within one step: rows keep the tokens made so far."""
         import torch
 
         t0 = t_start
@@ -216,7 +214,8 @@ class Pipeline:
         clock = _Clock(streamer)
         t_gen = time.perf_counter()
         clock.start = t_gen
-        out = self.llm.generate(fused, gen_config, streamer=clock, seed=seed)
+        cancelling = {"cancel": cancel} if cancel is not None else {}  # LLM plugins written before `cancel`
+        out = self.llm.generate(fused, gen_config, streamer=clock, seed=seed, **cancelling)
         t_end = time.perf_counter()
         sequences = out.sequences.cpu()
         eos = set(gen_config.eos_token_id or [])

@@ -82,8 +82,13 @@ def run_config_problems(cfg: Any) -> list[str]:
     problems += [f"unknown config key 'output.{key}'; valid: {', '.join(sorted(OUTPUT_KEYS))}"
                  for key in (cfg.get("output") or {}) if key not in OUTPUT_KEYS]
     for key, modality in table.options_keys().items():
+        node = cfg.get(key)
+        if node is not None and not hasattr(node, "keys"):
+            problems.append(f"'{key}' is the {modality.name} modality's option group, set as {key}.<option>=...; "
+                            f"got {node!r} (the inputs go in {modality.request_key}=[...])")
+            continue
         try:
-            validate_modality_options(cfg.get(key), key, modality.options_schema)
+            validate_modality_options(node, key, modality.options_schema)
         except ConfigError as exc:
             problems.append(str(exc))
     eval_cfg = cfg.get("eval") or {}
@@ -91,6 +96,9 @@ def run_config_problems(cfg: Any) -> list[str]:
                  for key in eval_cfg if key not in EVAL_KEYS]
     if eval_cfg.get("metric", "exact") not in ("exact", "contains"):
         problems.append(f"eval.metric={eval_cfg.get('metric')} is not supported; use exact or contains")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -2**63 <= seed < 2**64):
+        problems.append(f"seed must be an integer (or null for fresh randomness); got {seed!r}")
     batch_size = cfg.get("batch_size", 1)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"batch_size must be a positive integer; got {batch_size!r}")

@@ -84,6 +84,10 @@ def _ms(seconds: Any) -> float | None:
     return seconds * 1000 if isinstance(seconds, (int, float)) else None
 
 
+def _round(value: Any, digits: int = 1) -> Any:
+    return round(value, digits) if isinstance(value, float) else value
+
+
 def format_summary(entries: list[dict[str, Any]]) -> str:
     columns, fixed = swept(entries)
     head = ("#", "status", *columns, "in", "out", "ttft ms", "tok/s", "peak MB", "score", "answer / error")
@@ -116,9 +120,9 @@ def write_csv(path: Path, entries: list[dict[str, Any]]) -> None:
         writer.writeheader()
         for i, e in enumerate(entries):
             row = {"job": e["job"], "status": e["status"], "tokens_in": e["tokens_in"],
-                   "tokens_out": e["tokens_out"], "ttft_ms": _ms(e["time_to_first_token_s"]),
-                   "tokens_per_s": e["tokens_per_s"], "peak_mb": e["peak_memory_mb"], "score": e["score"],
-                   "answer": e["answer"], "error": e["error"]}
+                   "tokens_out": e["tokens_out"], "ttft_ms": _round(_ms(e["time_to_first_token_s"])),
+                   "tokens_per_s": _round(e["tokens_per_s"]), "peak_mb": _round(e["peak_memory_mb"]),
+                   "score": e["score"], "answer": e["answer"], "error": e["error"]}
             row.update({key: values[i] for key, values in columns.items()})
             writer.writerow(row)
 

@@ -134,15 +134,26 @@ def checkpoint_problems(cfg: Any) -> list[str]:
 
 
 def request_problems(cfg: Any) -> list[str]:
-    """The CLI request's prompt and files (every modality's request key), and the batch / eval files."""
+    """The CLI request's prompt, files (every modality's request key, with the header checks its options schema
+    offers as ``check_input``) and request options (``video_fps``), and the batch / eval files."""
     from .plugin_manager import get_modalities
+    from .requests_io import option_problem, text_problem
     from .schema import as_path_list
 
     problems = []
     prompt = cfg.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         problems.append(f"prompt must be text; got {prompt!r} (quote it: prompt='...')")
+    elif prompt is not None and (problem := text_problem("prompt", prompt)):
+        problems.append(problem)
     table = get_modalities()
+    bad_options = set()
+    for key, modality in table.request_options().items():
+        value = cfg.get(key)
+        problem = None if value is None else option_problem(modality, key, value)
+        if problem:
+            problems.append(f"{problem} (set {key}=<number>)")
+            bad_options.add(modality.name)
     for key, modality in table.request_keys().items():
         value = cfg.get(key)
         if value and cfg.get(modality.encoder) is None:
@@ -150,9 +161,11 @@ def request_problems(cfg: Any) -> list[str]:
                             f"+{modality.encoder}=<option> (`python -m vita_framework.plugins` lists them)")
         if value is None or (not isinstance(value, str) and not hasattr(value, "__iter__")):
             continue
-        for item in as_path_list(value):
-            if not Path(item).expanduser().exists():
-                problems.append(f"{key}: file '{item}' does not exist")
+        items = as_path_list(value)
+        missing = [item for item in items if not Path(item).expanduser().exists()]
+        problems += [f"{key}: file '{item}' does not exist" for item in missing]
+        if items and not missing and modality.name not in bad_options:
+            problems += _input_problems(cfg, modality, items)
     if cfg.get("requests"):  # parsed (not loaded) now, so a bad line is reported with the rest
         from .requests_io import read_requests
 
@@ -162,6 +175,31 @@ def request_problems(cfg: Any) -> list[str]:
         from .evaluation import read_dataset
 
         problems += _problem_of(read_dataset, dataset)
+    return problems
+
+
+def _input_problems(cfg: Any, modality: Any, items: list[str]) -> list[str]:
+    """The modality's own header checks (``options_schema.check_input(path, options)``: image sizes, frame rates),
+    with its option node and request options; skipped while the option node itself is invalid (reported)."""
+    check = getattr(modality.options_schema, "check_input", None)
+    if check is None:
+        return []
+    import dataclasses
+
+    from .schema import validate_modality_options
+
+    try:
+        node = validate_modality_options(cfg.get(modality.options_key), modality.options_key, modality.options_schema)
+    except VitaError:
+        return []
+    options = dataclasses.asdict(node) if dataclasses.is_dataclass(node) else dict(_plain(node) or {})
+    options.update({k: cfg.get(k) for k in modality.request_options if cfg.get(k) is not None})
+    problems = []
+    for item in items:
+        try:
+            check(item, options)
+        except VitaError as exc:
+            problems.append(str(exc))
     return problems
 
 

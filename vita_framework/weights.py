@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,33 @@ class Bundle:
 
     def _pickle_state(self) -> dict[str, Any]:
         if self._pickle is None:
+            import pickle
+
             import torch
 
-            self._pickle = torch.load(self.path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            file = self.path / "pytorch_model.bin"
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as exc:  # weights_only refuses anything but tensors and plain containers
+                text = str(exc)
+                found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+                if found:
+                    raise CheckpointError(
+                        f"'{file}' cannot be loaded with weights_only=True: it holds an object of type "
+                        f"{found.group(1)}, not only tensors, and only a full unpickle (able to run code) could read "
+                        "it. Convert it to safetensors in a trusted environment "
+                        "(safetensors.torch.save_file(state_dict, 'model.safetensors'))") from None
+                detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+                raise CheckpointError(f"'{file}' is not a readable PyTorch checkpoint "
+                                      f"({detail.group(1) if detail else text.strip().splitlines()[0]}); re-save it "
+                                      "or convert it to model.safetensors") from None
+            except (RuntimeError, EOFError, OSError, ValueError) as exc:
+                raise CheckpointError(f"'{file}' is not a readable PyTorch checkpoint ({exc}); re-save or convert "
+                                      "it to model.safetensors") from None
+            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise CheckpointError(f"'{file}' holds a {type(state).__name__} that is not a flat state dict "
+                                      "(name -> tensor); save model.state_dict() (as safetensors, preferably)")
+            self._pickle = state
         return self._pickle
 
     def has_prefix(self, prefix: str) -> bool:

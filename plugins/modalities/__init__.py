@@ -8,37 +8,75 @@ know them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from vita_framework.hookspecs import hookimpl
 from vita_framework.modalities import LoadContext, Modality
 
 IMAGE_PLACEHOLDER = -200
 AUDIO_PLACEHOLDER = -500
+#: pixels of one image or frame above which the file is refused from its header (vita_framework.media.image)
+MAX_PIXELS = 50_000_000
+
+
+def _check_max_pixels(key: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{key}.max_pixels must be >= 1; got {value}")
+
+
+def check_image(source: Any, options: dict[str, Any]) -> None:
+    from vita_framework.media.image import check_image as check
+
+    check(source, max_pixels=int(options.get("max_pixels") or MAX_PIXELS))
+
+
+def check_video(source: Any, options: dict[str, Any]) -> None:
+    from vita_framework.media.video import check_video as check
+
+    check(source, fps=options.get("video_fps"), max_pixels=int(options.get("max_pixels") or MAX_PIXELS))
+
+
+@dataclass
+class ImageLimits:
+    """The ``image`` config node: an image whose header claims more than ``max_pixels`` is refused unread."""
+
+    max_pixels: int = MAX_PIXELS
+    #: ``check_input(path, options)``: the loader's header checks alone, run by validation before model work
+    check_input: ClassVar[Any] = staticmethod(check_image)
+
+    def __post_init__(self) -> None:
+        _check_max_pixels("image", self.max_pixels)
 
 
 @dataclass
 class VideoSampling:
-    """The ``video`` config node: frame sampling as the reference (1 frame/s, at most 16, at least 4)."""
+    """The ``video`` config node: frame sampling as the reference (1 frame/s, at most 16, at least 4), and the
+    pixel limit of one frame (a frame directory's images, a video stream), checked from the headers."""
 
     frames_per_second: float = 1.0
     max_frames: int = 16
     min_frames: int = 4
+    max_pixels: int = MAX_PIXELS
+    #: request options the loader reads as numbers, which must be finite and > 0 (checked before model work)
+    positive_request_options: ClassVar[tuple[str, ...]] = ("video_fps",)
+    check_input: ClassVar[Any] = staticmethod(check_video)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_frames <= self.max_frames:
             raise ValueError(f"video.min_frames={self.min_frames} and video.max_frames={self.max_frames} must "
                              "satisfy 1 <= min_frames <= max_frames")
-        if not self.frames_per_second > 0:
-            raise ValueError(f"video.frames_per_second must be > 0; got {self.frames_per_second}")
+        if not (self.frames_per_second > 0 and math.isfinite(self.frames_per_second)):
+            raise ValueError(f"video.frames_per_second must be a finite number > 0; got {self.frames_per_second}")
+        _check_max_pixels("video", self.max_pixels)
 
 
 # -- loaders: a path (or an in-memory object) -> the item `prepare` takes ------------------------------------
 def load_image(source: Any, context: LoadContext) -> Any:
     from vita_framework.media.image import load_image as read
 
-    return read(source)
+    return read(source, max_pixels=int(context.options.get("max_pixels") or MAX_PIXELS))
 
 
 def load_video(source: Any, context: LoadContext) -> Any:
@@ -49,7 +87,7 @@ def load_video(source: Any, context: LoadContext) -> Any:
     sampling = {k: opts[k] for k in ("frames_per_second", "max_frames", "min_frames") if opts.get(k) is not None}
     if not 1 <= int(sampling.get("min_frames", 1)) <= int(sampling.get("max_frames", 1)):
         raise InputError("video.min_frames and video.max_frames must satisfy 1 <= min_frames <= max_frames")
-    return read(source, fps=opts.get("video_fps"), **sampling)
+    return read(source, fps=opts.get("video_fps"), max_pixels=int(opts.get("max_pixels") or MAX_PIXELS), **sampling)
 
 
 def load_audio(source: Any, context: LoadContext) -> Any:
@@ -85,7 +123,8 @@ def vita_register_modalities(register):
     register(Modality(
         name="image", marker="<image>", request_key="images", encoder="vision", load=load_image,
         prepare=prepare_images, placeholder_id=IMAGE_PLACEHOLDER, projected=True, system_prompt="image",
-        system_priority=1, position="before", budget_hint="fewer tiles (vision.max_tiles=...)",
+        system_priority=1, position="before", options_key="image", options_schema=ImageLimits,
+        budget_hint="fewer tiles (vision.max_tiles=...)",
         description="image files or PIL images; tiled by the vision encoder, one <image> run per tile"))
     register(Modality(
         name="video", marker="<video>", request_key="videos", encoder="vision", load=load_video,
