@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 import warnings
 from pathlib import Path
 
@@ -31,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 from PIL import Image, ImageDraw
+from timing import median_times
 
 import vita_framework
 from vita_framework.request import Request
@@ -65,21 +64,6 @@ def make_requests() -> list[Request]:
         Request("Is there a person in this picture?", images=[IMAGE]),
         Request("Count from one to ten."),
     ]
-
-
-def median_times(fns, reps, warmup):
-    """Run the functions alternately; return each one's median wall time."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for rep in range(reps):  # alternate, reversing the order every other rep to cancel order effects
-        order = list(zip(fns, times))
-        for fn, bucket in order if rep % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def main() -> None:

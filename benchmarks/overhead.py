@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -29,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from timing import median_times
 
 import vita_framework
 from vita_framework.media.image import load_image
@@ -70,21 +69,6 @@ def direct_runner(p, images, new_tokens):
             return model.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)
 
     return run
-
-
-def median_times(fns, reps, warmup):
-    """Run the functions alternately; return each one's median wall time."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for rep in range(reps):  # alternate, reversing the order every other rep to cancel order effects
-        order = list(zip(fns, times))
-        for fn, bucket in order if rep % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def main() -> None:

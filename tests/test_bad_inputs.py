@@ -59,7 +59,8 @@ CASES = [
     Case("video-frame-bomb", ("prompt=hi", "videos=[{frames}]", "video_fps=2"),
          ("frame {frames}/2.png in {frames} claims 10,000,000,000 pixels", "(video.max_pixels)")),
     # 2. text that is not UTF-8: a Latin-1 command line, a lone surrogate in JSONL (with class 3's lines)
-    Case("prompt-not-utf8", (b"prompt=caf\xe9",), ("'prompt' on the command line is not valid UTF-8", "byte 0xe9")),
+    Case("prompt-not-utf8", (b"prompt=caf\xe9",),
+         ("'prompt' on the command line is not valid UTF-8", "byte 0xe9 at position 3")),
     # 3. JSONL numbers and encodings, video_fps on the command line
     Case("jsonl-malformed", ("requests={malformed}",),
          ("has 4 malformed line(s)", "line 1: 'prompt' is not valid UTF-8 text", "line 2: NaN is not valid JSON",

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from dists import HEADER, make_dist
 from vita_framework import hookspecs
 from vita_framework.errors import ComponentConfigError, UnknownComponentError
 from vita_framework.plugin_manager import DEFAULT_PLUGINS, load_plugins
 from vita_framework.registry import Registry
-
-HEADER = "from dataclasses import dataclass\nfrom vita_framework.hookspecs import hookimpl\n"
 
 
 def projector_plugin(name: str, description: str = "a test projector") -> str:
@@ -52,18 +51,6 @@ BROKEN = {
     "hook": (BROKEN_HOOK, "raised in vita_register_projectors: RuntimeError: hook exploded"),
     "unknown-hook": (MISSPELLED_HOOK, "unknown hook 'vita_register_projector'"),
 }
-
-
-def make_dist(site: Path, dist: str, version: str, plugins: dict[str, str]) -> None:
-    """Install ``dist`` into ``site``: entry point ``<ep> = <ep>_plugin`` for each ep name -> module source."""
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(
-        "[vita_framework]\n" + "".join(f"{ep} = {ep}_plugin\n" for ep in plugins)
-    )
-    for ep, source in plugins.items():
-        (site / f"{ep}_plugin.py").write_text(source)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,14 +223,6 @@ def example(split: str, index: int) -> Example:
 def examples(split: str, n: int, start: int = 0) -> list[Example]:
     """``n`` consecutive examples of ``split`` from ``start``."""
     return [example(split, i) for i in range(start, start + n)]
-
-
-def stream(split: str, start: int = 0) -> Iterator[Example]:
-    """Examples of ``split`` from ``start`` on, without end (training draws as many as it needs)."""
-    index = start
-    while True:
-        yield example(split, index)
-        index += 1
 
 
 def questions_for(scene: Scene) -> list[tuple[str, str, str]]:

@@ -44,9 +44,9 @@ def _argv_problem(args: list[str]) -> str | None:
         except UnicodeEncodeError as exc:
             key, sep, _ = arg.partition("=")
             name = f"'{key.lstrip('+~')}'" if sep else "an argument"
-            code = ord(arg[exc.start])
+            code, at = ord(arg[exc.start]), exc.start - (len(key) + 1 if sep and exc.start > len(key) else 0)
             byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"character {arg[exc.start]!r}"
-            return (f"{name} on the command line is not valid UTF-8 text ({byte} at position {exc.start}); "
+            return (f"{name} on the command line is not valid UTF-8 text ({byte} at position {at}); "
                     "re-encode it as UTF-8 (a Latin-1 terminal or script? e.g. iconv -f latin1 -t utf-8)")
     return None
 

@@ -82,7 +82,8 @@ def open_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         except Image.DecompressionBombError as exc:
             found = re.search(r"\((\d+) pixels\)", str(exc))
             claims = f"{int(found.group(1)):,} pixels" if found else "more pixels than Pillow allows"
-            raise InputError(_too_large(what, f"claims {claims} in its header", max_pixels, setting)) from None
+            raise InputError(_too_large(what, f"claims {claims} in its header", max_pixels, setting, bomb=True)) \
+                from None
     width, height = image.size
     if max_pixels is not None and width * height > max_pixels:
         image.close()
@@ -90,11 +91,12 @@ def open_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     return image
 
 
-def _too_large(what: str, size: str, max_pixels: int | None, setting: str) -> str:
+def _too_large(what: str, size: str, max_pixels: int | None, setting: str, *, bomb: bool = False) -> str:
     limit = f"the limit of {max_pixels:,} pixels ({setting})" if max_pixels is not None else \
         "Pillow's decompression-bomb limit"
-    return (f"{what} {size}, over {limit}: a decompression bomb or a corrupt header? Downscale the image, or raise "
-            f"the limit with {setting}=<pixels> if you trust the file")
+    doubt = " (a decompression bomb or a corrupt header?)" if bomb else ""
+    return (f"{what} {size}, over {limit}{doubt}; downscale the image, or raise the limit with {setting}=<pixels> "
+            "if you trust the file")
 
 
 def _allow_pixels(max_pixels: int | None) -> None:
