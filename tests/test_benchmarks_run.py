@@ -51,9 +51,6 @@ def test_gpu_benchmark_code_path_on_cpu_tiny(run_env):
 
 
 def test_gpu_benchmark_without_cuda_exits_cleanly(run_env):
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present: the script would measure the full-size model")
-    out = _run("gpu.py", "--new-tokens", "4", env=run_env)
+    # CUDA hidden, so the same path is checked on a machine with a GPU
+    out = _run("gpu.py", "--new-tokens", "4", env=dict(run_env, CUDA_VISIBLE_DEVICES=""))
     assert "no CUDA device: nothing measured" in out

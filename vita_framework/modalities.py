@@ -66,6 +66,11 @@ class Modality:
     options_schema: type | None = None
     #: extra per-request fields this modality reads (``video_fps``), allowed in requests and JSONL rows
     request_options: tuple[str, ...] = ()
+    #: the request options that must be finite numbers > 0 (``video_fps``), checked before model work
+    positive_request_options: tuple[str, ...] = ()
+    #: ``check(source, options)``: the loader's cheap checks alone (headers, sizes), run by the validator on the
+    #: CLI's files before any model is built; raises InputError. None: the loader checks when it runs.
+    check: Callable[[Any, dict[str, Any]], None] | None = None
     #: what to suggest when a request is too long for the context and this modality is in it
     budget_hint: str = ""
     description: str = ""

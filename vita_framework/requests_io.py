@@ -69,8 +69,8 @@ def text_problem(name: str, text: str) -> str | None:
 
 def option_problem(modality: Any, key: str, value: Any) -> str | None:
     """A request option's value (``video_fps``) against its modality: never NaN or infinite, and a finite number
-    > 0 where the modality's options schema lists it in ``positive_request_options``; None when fine."""
-    positive = key in getattr(modality.options_schema, "positive_request_options", ())
+    > 0 where the modality lists it in ``positive_request_options``; None when fine."""
+    positive = key in modality.positive_request_options
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if positive and not (number and _finite(value) and value > 0):
         return f"{key} must be a finite number > 0 (for modality '{modality.name}'); got {value!r}"

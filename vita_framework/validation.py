@@ -135,7 +135,7 @@ def checkpoint_problems(cfg: Any) -> list[str]:
 
 def request_problems(cfg: Any) -> list[str]:
     """The CLI request's prompt, files (every modality's request key, with the header checks its options schema
-    offers as ``check_input``) and request options (``video_fps``), and the batch / eval files."""
+    offers as ``check``) and request options (``video_fps``), and the batch / eval files."""
     from .plugin_manager import get_modalities
     from .requests_io import option_problem, text_problem
     from .schema import as_path_list
@@ -179,9 +179,9 @@ def request_problems(cfg: Any) -> list[str]:
 
 
 def _input_problems(cfg: Any, modality: Any, items: list[str]) -> list[str]:
-    """The modality's own header checks (``options_schema.check_input(path, options)``: image sizes, frame rates),
-    with its option node and request options; skipped while the option node itself is invalid (reported)."""
-    check = getattr(modality.options_schema, "check_input", None)
+    """The modality's own cheap checks (``modality.check(path, options)``: image sizes, frame rates), with its
+    option node and request options; skipped while the option node itself is invalid (reported)."""
+    check = modality.check
     if check is None:
         return []
     import dataclasses

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from vita_framework.hookspecs import hookimpl
 from vita_framework.modalities import LoadContext, Modality
@@ -43,8 +43,6 @@ class ImageLimits:
     """The ``image`` config node: an image whose header claims more than ``max_pixels`` is refused unread."""
 
     max_pixels: int = MAX_PIXELS
-    #: ``check_input(path, options)``: the loader's header checks alone, run by validation before model work
-    check_input: ClassVar[Any] = staticmethod(check_image)
 
     def __post_init__(self) -> None:
         _check_max_pixels("image", self.max_pixels)
@@ -59,9 +57,6 @@ class VideoSampling:
     max_frames: int = 16
     min_frames: int = 4
     max_pixels: int = MAX_PIXELS
-    #: request options the loader reads as numbers, which must be finite and > 0 (checked before model work)
-    positive_request_options: ClassVar[tuple[str, ...]] = ("video_fps",)
-    check_input: ClassVar[Any] = staticmethod(check_video)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_frames <= self.max_frames:
@@ -124,13 +119,15 @@ def vita_register_modalities(register):
         name="image", marker="<image>", request_key="images", encoder="vision", load=load_image,
         prepare=prepare_images, placeholder_id=IMAGE_PLACEHOLDER, projected=True, system_prompt="image",
         system_priority=1, position="before", options_key="image", options_schema=ImageLimits,
+        check=check_image,
         budget_hint="fewer tiles (vision.max_tiles=...)",
         description="image files or PIL images; tiled by the vision encoder, one <image> run per tile"))
     register(Modality(
         name="video", marker="<video>", request_key="videos", encoder="vision", load=load_video,
         prepare=prepare_videos, placeholder_id=IMAGE_PLACEHOLDER, placeholder="image", projected=True,
         system_prompt="video", system_priority=2, position="before", grouped=True, options_key="video",
-        options_schema=VideoSampling, request_options=("video_fps",),
+        options_schema=VideoSampling, request_options=("video_fps",), positive_request_options=("video_fps",),
+        check=check_video,
         budget_hint="fewer video frames (video.max_frames=...) or fusion=slow_fast",
         description="video files (PyAV) or frame directories (video_fps=); sampled frames as image tokens"))
     register(Modality(
