@@ -3,7 +3,7 @@
     python scripts/build_default_bundle.py [train overrides ...]     # = python -m vita_framework.train ship=true ...
     python scripts/build_default_bundle.py --random --out DIR [--seed 0] [train overrides ...]
 
-Without ``--random`` this delegates to the trainer (``vita_framework.train``, config ``conf/train/config.yaml``):
+Without ``--random`` this delegates to the trainer (``vita_framework.train``, config ``training/conf/config.yaml``):
 it trains the tiny bundle on synthetic shapes and replaces ``vita_framework/assets/default_bundle`` and
 ``vita_framework/assets/sample.png`` (training takes minutes on two CPU cores). With ``--random`` it writes,
 in seconds, an untrained bundle of the trainer's architecture and tokenizer to ``--out`` (never over the
@@ -26,8 +26,8 @@ def build_random(out: Path, seed: int, overrides: list[str]) -> None:
 
     from vita_training import bundle
 
-    with initialize_config_module(config_module="vita_framework.conf", version_base="1.3"):
-        cfg = compose("train/config", overrides=overrides)
+    with initialize_config_module(config_module="vita_training.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
     tok_dir = out.with_name(out.name + ".tokenizer")
     arch = bundle.Architecture(**OmegaConf.to_container(cfg.arch, resolve=True))
     info = {"weights": "random", "seed": seed, "built_by": "scripts/build_default_bundle.py --random",

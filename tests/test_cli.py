@@ -69,3 +69,22 @@ def test_user_errors_exit_2_without_traceback(tmp_path, run_env, args, message):
 def test_vision_without_plus_tells_what_to_type(tmp_path, run_env):
     proc = run_cli(tmp_path, "vision=internvit", env=run_env)
     assert proc.returncode != 0 and "+vision=internvit" in proc.stderr
+
+
+def test_help_of_both_apps_shows_usage_and_only_their_own_groups(tmp_path, run_env):
+    def help_of(module: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                              timeout=120, env=run_env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    run = help_of("vita_framework")
+    assert "Usage: python -m vita_framework [+group=option ...] [key=value ...]" in run
+    assert "+experiment=vita15 checkpoint=/models/VITA-1.5" in run
+    groups = run.split("== Configuration groups")[1].split("== Config")[0]
+    assert "vision: internvit, siglip, timm" in groups and "projector: linear, mlp2x_gelu, mlp3x_gelu" in groups
+    assert "train" not in groups
+    train = help_of("vita_framework.train")
+    assert "Usage: python -m vita_framework.train [key=value ...]" in train and "ship=true" in train
+    assert "Configuration groups" not in train and "vision: internvit" not in train
+    assert "vision_warmup:" in train  # its own config

@@ -4,7 +4,7 @@ Why: the embedded default bundle used to have random weights, so the default com
 it on :mod:`vita_training.synthetic` makes the default answer correctly, and makes the tests able to check that
 the image really flows through tower, projector and fusion into the LLM.
 
-The run (a pure function of the config; see ``conf/train/config.yaml``):
+The run (a pure function of the config; see ``training/conf/config.yaml``):
 
 1. train a byte-level BPE on the prompts and the dataset's text; initialise the modules of ``arch``;
 2. write them as a bundle and build the pipeline from it with :func:`vita_framework.build` -- the very
@@ -48,7 +48,7 @@ def pick_sample(pipeline: Any, n_shapes: int, limit: int = 200) -> Any:
 
 
 def run(cfg: Any) -> dict[str, Any]:
-    """Train per ``cfg`` (the composed ``train/config``); returns the bundle_info written."""
+    """Train per ``cfg`` (the composed training config); returns the bundle_info written."""
     import torch
     from omegaconf import OmegaConf
 

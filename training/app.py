@@ -1,15 +1,15 @@
 """``python -m vita_framework.train [key=value ...]``: the Hydra app around :func:`vita_training.run`.
 
-The config is ``conf/train/config.yaml`` in the installed config package (``pkg://vita_framework.conf``,
-config name ``train/config``), so it composes offline from any working directory.
+The config is ``training/conf/config.yaml`` in the installed package (``pkg://vita_training.conf``), apart
+from the inference app's groups, so each app's ``--help`` lists its own; it composes offline from any directory.
 """
 
 from __future__ import annotations
 
 import hydra
 
-CONFIG_PATH = "pkg://vita_framework.conf"
-CONFIG_NAME = "train/config"
+CONFIG_PATH = "pkg://vita_training.conf"
+CONFIG_NAME = "config"
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)

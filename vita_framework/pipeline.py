@@ -51,7 +51,8 @@ class Pipeline:
                  projector: Any = None, template: str = "qwen2p5_instruct",
                  generation: dict[str, Any] | None = None, max_length: int | None = None,
                  modality_options: dict[str, dict[str, Any]] | None = None,
-                 reused_components: list[str] | None = None, claims: dict[str, list[str]] | None = None) -> None:
+                 reused_components: list[str] | None = None, claims: dict[str, list[str]] | None = None,
+                 encoder_cache_mb: float = 0.0) -> None:
         self.llm, self.fusion, self.projector, self.modalities = llm, fusion, projector, modalities
         self.encoders = dict(encoders or {})
         self.template = get_template(template)
@@ -61,6 +62,7 @@ class Pipeline:
         self.preparer = RequestPreparer(modalities=modalities, encoders=self.encoders, projector=projector,
                                         fusion=fusion, tokenizer=llm.tokenizer, template=self.template,
                                         max_length=max_length, modality_options=modality_options)
+        self.set_encoder_cache(encoder_cache_mb)
 
     def __getattr__(self, name: str) -> Any:
         # only reached for names that are not attributes: an encoder kind reads as its component or None
@@ -80,6 +82,18 @@ class Pipeline:
     @max_length.setter
     def max_length(self, value: int | None) -> None:
         self.preparer.max_length = value
+
+    @property
+    def encoder_cache(self) -> Any:
+        """The :class:`~vita_framework.encoder_cache.EncoderCache` the front half consults (None: off)."""
+        return self.preparer.encoder_cache
+
+    def set_encoder_cache(self, max_mb: float | None) -> None:
+        """Cache encoded items by content hash, bounded to ``max_mb`` MB (0 or None: no cache). An image sent
+        again (the next turn of a chat, another row of a batch) is then not encoded again; answers are the same."""
+        from .encoder_cache import EncoderCache
+
+        self.preparer.encoder_cache = EncoderCache(max_mb) if max_mb else None
 
     @property
     def placeholder_ids(self) -> dict[str, int]:
@@ -185,6 +199,30 @@ class Pipeline:
         t_start = time.perf_counter()
         return self._generate_prepared([self.prepare(r) for r in requests], t_start=t_start, streamer=streamer,
                                        output_scores=output_scores, seed=seed, cancel=cancel, **generation)
+
+    def generate_rows(self, prepared: list[PreparedRequest], controls: list[Any] | None = None, *,
+                      seed: int | None = None, t_start: float | None = None, **generation: Any) -> GenerationResult:
+        """Generate for a left-padded batch of prepared requests, each row with its own
+        :class:`~vita_framework.row_control.RowControl`: token limit, stop strings, cancel event and text
+        callback. ``generation`` (sampling, ...) applies to every row; rows needing different sampling go in
+        separate calls. Each row's answer equals the same request generated alone (greedy). The controls
+        receive each row's outcome (``finish_reason``, ``first_token_at``, ids, text); the rows returned hold
+        the same ids and text."""
+        from .row_control import RowControl, RowTracker
+
+        controls = list(controls) if controls is not None else [RowControl() for _ in prepared]
+        if len(controls) != len(prepared):
+            raise ValueError(f"{len(prepared)} prepared requests but {len(controls)} row controls")
+        options = {**self.generation_options, **generation}
+        config = self.llm.generation_config(options)
+        limits = [int(c.max_new_tokens or config.max_new_tokens or 20) for c in controls]
+        options["max_new_tokens"] = max(limits)
+        tracker = RowTracker(self.llm.tokenizer, controls, limits, config.eos_token_id or [])
+        result = self._generate_prepared(prepared, t_start=time.perf_counter() if t_start is None else t_start,
+                                         streamer=tracker, seed=seed, cancel=tracker, **options)
+        for row, control in zip(result.rows, controls):
+            row.generated_ids, row.tokens_out, row.text = list(control.ids), len(control.ids), control.text
+        return result
 
     def _generate_prepared(self, prepared: list[PreparedRequest], *, t_start: float, streamer: Any = None,
                            output_scores: bool = False, seed: int | None = None,

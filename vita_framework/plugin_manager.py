@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vita_plugins.fusion.slow_fast",
     "vita_plugins.llm.qwen2",
     "vita_plugins.llm.hf_causal_lm",
+    "vita_plugins.llm.vllm",
 )
 
 

@@ -8,7 +8,7 @@ of that modality's work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .contracts import EncoderInput
@@ -22,12 +22,18 @@ DEFAULT_QUESTION = "Describe this image."
 
 @dataclass
 class _Staged:
-    """One present modality after loading and preprocessing (nothing encoded yet)."""
+    """One present modality after loading and preprocessing (nothing encoded yet).
+
+    With an encoder cache, items found there are not preprocessed: ``encoder_input`` holds only the others
+    (None when every item was found) and ``cached`` the found ones by item index."""
 
     modality: Modality
     encoder: Any
-    encoder_input: EncoderInput
-    planned: list[int]  # rows per segment after the encoder (and projector)
+    encoder_input: EncoderInput | None  # the items to encode (all of them without a cache)
+    planned: list[int]  # rows per segment after the encoder (and projector), every item
+    segments: list[int]  # segments per item, every item
+    keys: list[str] = field(default_factory=list)  # content keys per item (with a cache)
+    cached: dict[int, Any] = field(default_factory=dict)  # item index -> CachedItem
 
 
 class RequestPreparer:
@@ -35,11 +41,12 @@ class RequestPreparer:
 
     def __init__(self, *, modalities: ModalityTable, encoders: dict[str, Any], projector: Any, fusion: Any,
                  tokenizer: Any, template: Any, max_length: int | None,
-                 modality_options: dict[str, dict[str, Any]] | None = None) -> None:
+                 modality_options: dict[str, dict[str, Any]] | None = None, encoder_cache: Any = None) -> None:
         self.modalities, self.encoders, self.projector, self.fusion = modalities, encoders, projector, fusion
         self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
         self.modality_options = dict(modality_options or {})
         self.placeholder_ids = modalities.streams()
+        self.encoder_cache = encoder_cache  # a vita_framework.encoder_cache.EncoderCache, or None
 
     def prepare(self, request: Request) -> PreparedRequest:
         unknown = sorted(set(request.inputs) - set(self.modalities.names()))
@@ -52,10 +59,14 @@ class RequestPreparer:
             question = "" if any(s.modality.replaces_question for s in staged) else DEFAULT_QUESTION
         if not isinstance(question, str):
             raise InputError(f"the prompt must be text; got {type(question).__name__}")
-        user, order = layout_user_text(question, {s.modality.name: s.encoder_input.segments for s in staged},
-                                       self.modalities)
-        text = self.template.render(user, system_prompt_key([s.modality for s in staged]), self.tokenizer)
-        prompt = PromptTokens(self.tokenizer, text, self.modalities.stream_markers())
+        user, order = layout_user_text(question, {s.modality.name: s.segments for s in staged}, self.modalities)
+        system = system_prompt_key([s.modality for s in staged])
+        render = getattr(request, "render_prompt", None)  # a chat request renders its conversation itself
+        if render is not None:
+            prompt = render(user, system, self.template, self.tokenizer, self.modalities.stream_markers())
+        else:
+            text = self.template.render(user, system, self.tokenizer)
+            prompt = PromptTokens(self.tokenizer, text, self.modalities.stream_markers())
         by_name = {s.modality.name: s for s in staged}
         planned_rows = {name: s.planned for name, s in by_name.items()}
         planned = {stream: self.fusion.reduced_tokens(stream, *self._in_order(items, by_name, planned_rows))
@@ -91,20 +102,57 @@ class RequestPreparer:
         options.update({k: request.options[k] for k in modality.request_options if k in request.options})
         context = LoadContext(encoder, options)
         items = [modality.load(item, context) for item in request.items(modality.name)]
-        encoder_input = modality.prepare(encoder, items)
-        planned = [int(n) for n in encoder.planned_tokens(encoder_input.batch)]
-        if modality.projected:
-            planned = [int(self.projector.tokens_out(n)) for n in planned]
-        return _Staged(modality, encoder, encoder_input, planned)
+        cache, keys, cached = self.encoder_cache, [], {}
+        if cache is not None:
+            namespace = f"{modality.name}/{type(encoder).__name__}@{id(encoder):x}"
+            keys = [cache.key(namespace, item) for item in items]
+            cached = {i: hit for i, key in enumerate(keys) if (hit := cache.get(key)) is not None}
+        missing = [item for i, item in enumerate(items) if i not in cached]
+        encoder_input = modality.prepare(encoder, missing) if missing else None
+        fresh: list[int] = []
+        if encoder_input is not None:
+            fresh = [int(n) for n in encoder.planned_tokens(encoder_input.batch)]
+            if modality.projected:
+                fresh = [int(self.projector.tokens_out(n)) for n in fresh]
+        if not cached:
+            return _Staged(modality, encoder, encoder_input, fresh, list(encoder_input.segments), keys)
+        segments, planned, fresh_segments, start = [], [], iter(encoder_input.segments if missing else []), 0
+        for i in range(len(items)):
+            if i in cached:
+                segments.append(cached[i].segments)
+                planned += cached[i].planned
+            else:
+                n = next(fresh_segments)
+                segments.append(n)
+                planned += fresh[start:start + n]
+                start += n
+        return _Staged(modality, encoder, encoder_input, planned, segments, keys, cached)
 
     def _encode(self, staged: _Staged) -> list[Any]:
-        features = staged.encoder.encode(staged.encoder_input.batch)
-        if staged.modality.projected and features:
-            import torch
+        features: list[Any] = []
+        if staged.encoder_input is not None:
+            features = staged.encoder.encode(staged.encoder_input.batch)
+            if staged.modality.projected and features:
+                import torch
 
-            with torch.inference_mode():
-                features = list(self.projector(torch.stack(features)).unbind(0))
-        return list(features)
+                with torch.inference_mode():
+                    features = list(self.projector(torch.stack(features)).unbind(0))
+            features = list(features)
+        if self.encoder_cache is None:
+            return features
+        from .encoder_cache import CachedItem
+
+        out, fresh, row = [], iter(features), 0
+        for i, n in enumerate(staged.segments):
+            if i in staged.cached:
+                out += staged.cached[i].features
+            else:
+                mine = [next(fresh) for _ in range(n)]
+                self.encoder_cache.put(staged.keys[i], CachedItem(
+                    n, tuple(staged.planned[row:row + n]), tuple(f.detach().clone() for f in mine)))
+                out += mine
+            row += n
+        return out
 
     @staticmethod
     def _in_order(items: list[tuple[str, int]], staged: dict[str, _Staged], values: dict[str, list[Any]]
@@ -112,7 +160,7 @@ class RequestPreparer:
         """A stream's per-segment ``values`` in prompt order, with group ids (k > 0 per grouped item, else 0)."""
         out, groups, group = [], [], 0
         for name, index in items:
-            segments = staged[name].encoder_input.segments
+            segments = staged[name].segments
             start = sum(segments[:index])
             out += values[name][start:start + segments[index]]
             if staged[name].modality.grouped:
@@ -124,7 +172,7 @@ class RequestPreparer:
 
     @staticmethod
     def _owners(items: list[tuple[str, int]], staged: dict[str, _Staged]) -> list[str]:
-        return [name for name, index in items for _ in range(staged[name].encoder_input.segments[index])]
+        return [name for name, index in items for _ in range(staged[name].segments[index])]
 
     def _check_budget(self, text_tokens: int, rows: dict[str, list[int]], order: dict[str, list[tuple[str, int]]],
                       staged: dict[str, _Staged]) -> None:
