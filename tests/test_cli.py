@@ -88,3 +88,34 @@ def test_help_of_both_apps_shows_usage_and_only_their_own_groups(tmp_path, run_e
     assert "Usage: python -m vita_framework.train [key=value ...]" in train and "ship=true" in train
     assert "Configuration groups" not in train and "vision: internvit" not in train
     assert "vision_warmup:" in train  # its own config
+
+
+def test_any_generation_config_field_is_accepted_and_diagnostics_go_to_the_log(tmp_path, run_env):
+    """generation.<field> for fields the YAML lacks (stop_strings, top_k under greedy, min_p); stdout carries the
+    answer alone, diagnostics go to stderr and the job's log file, warnings without source lines."""
+    proc = run_cli(tmp_path, "+vision=internvit", "+audio=none", "generation.stop_strings=[square]",
+                   "generation.top_k=5", "generation.min_p=0.1", "vision.attn_implementation=eager", env=run_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads((tmp_path / "result.json").read_text())["rows"][0]
+    assert row["text"].endswith("square") and row["text"] == proc.stdout.strip()  # the stop string ended it
+    log = (tmp_path / "vita.log").read_text()
+    assert "note: running the embedded tiny default bundle" in log and "-- tokens in:" in log
+    assert "note:" not in proc.stdout and "tokens in" not in proc.stdout
+    random_run = run_cli(tmp_path / "random", "+vision=internvit", "+audio=none", "checkpoint=null",
+                         "generation.max_new_tokens=2", env=run_env)
+    assert random_run.returncode == 0, random_run.stderr[-3000:]
+    warning_lines = [line for line in random_run.stderr.splitlines() if "RANDOM" in line]
+    assert warning_lines and all(line.startswith("warning: ") for line in warning_lines)
+    assert "from_options(" not in random_run.stderr  # no source lines
+
+
+def test_a_video_only_request_gets_no_sample_image():
+    from vita_framework import compose
+    from vita_framework.cli import SAMPLE_IMAGE, default_inputs
+
+    prompt, fields = default_inputs(compose(["+vision=internvit", "+audio=none", "videos=[clip.mp4]"]))
+    assert prompt is None and fields["videos"] == ["clip.mp4"] and fields["images"] == []
+    _, fields = default_inputs(compose(["+vision=internvit", "+audio=none"]))
+    assert fields["images"] == [str(SAMPLE_IMAGE)]
+    _, fields = default_inputs(compose(["+vision=internvit", "+audio=whale", "audios=[q.wav]"]))
+    assert fields["images"] == []

@@ -218,9 +218,11 @@ class CausalLMBackbone:
                                                     fused.inputs_embeds.device)
         processors.insert(0, FiniteLogitsCheck(f"the LLM ({type(self.model).__name__})"))
         stopping = StoppingCriteriaList([CancelCriteria(cancel)] if cancel is not None else [])
+        extra = {"tokenizer": self.tokenizer} if getattr(config, "stop_strings", None) else {}  # stop_strings need it
         out = self.model.generate(
             inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
             generation_config=config, logits_processor=processors, stopping_criteria=stopping, streamer=streamer,
+            **extra,
         )
         if sampler is not None and sampler.scores is not None and out.scores is not None:
             out.scores = tuple(sampler.scores[:len(out.scores)])  # warped scores, not the one-hot draw

@@ -67,3 +67,17 @@ class ValidationErrors(ConfigError):
         else:
             lines = "\n".join(f"  - {p}" for p in self.problems)
             super().__init__(f"{len(self.problems)} problems in the configuration:\n{lines}")
+
+
+class HubError(CheckpointError):
+    """A checkpoint or model named by a hub id (``org/name[@revision]``) cannot be fetched or found in the local
+    cache: no such repository or revision, a gated repository without an allowed token, offline and not cached, or a
+    download that was cut."""
+
+
+class QuantizationError(ConfigError):
+    """A quantization mode the device, the dtype or the installed packages do not support."""
+
+
+class MemoryPlanError(VitaError):
+    """The memory plan says the configuration does not fit the chosen device or budget (raised before loading)."""
