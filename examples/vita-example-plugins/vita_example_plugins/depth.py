@@ -112,13 +112,8 @@ class DepthPatchCNNOptions:
 
 def build_depth_patch_cnn(options: DepthPatchCNNOptions, context: Any) -> Any:
     """The factory: the LLM's width from the built LLM, weights from the bundle's prefix or random (loudly)."""
-    import warnings
-
-    import torch
-
-    from vita_framework.devices import torch_dtype
+    from vita_framework.component_weights import module_from_bundle
     from vita_framework.errors import ConfigError
-    from vita_framework.weights import load_into
 
     from ._depth_impl import DepthPatchEncoder
 
@@ -131,16 +126,5 @@ def build_depth_patch_cnn(options: DepthPatchCNNOptions, context: Any) -> Any:
         return DepthPatchEncoder(int(llm.hidden_size), image_size=options.image_size, patch_size=options.patch_size,
                                  width=options.width, max_depth=options.max_depth)
 
-    bundle = context.checkpoint
-    if bundle is not None and bundle.has_prefix(options.weights_prefix):
-        with torch.device("meta"):  # no random init that the checkpoint would overwrite anyway
-            module = make()
-        load_into(module, bundle.load(options.weights_prefix),
-                  what=f"depth_patch_cnn from '{bundle.path}' (prefix {options.weights_prefix})")
-    else:
-        where = f"checkpoint '{bundle.path}' has no tensors under '{options.weights_prefix}'" if bundle \
-            else "no checkpoint given"
-        warnings.warn(f"depth_patch_cnn has RANDOM weights ({where}); answers about depth maps are noise",
-                      stacklevel=2)
-        module = make()
-    return module.to(device=context.device, dtype=torch_dtype(context.dtype)).eval()
+    return module_from_bundle(make, context, options.weights_prefix, name="depth_patch_cnn",
+                              random_note="answers about depth maps are noise")

@@ -27,13 +27,8 @@ class PerceiverResamplerOptions:
 
 def build_perceiver_resampler(options: PerceiverResamplerOptions, context: Any) -> Any:
     """The factory: check the options against the built widths, create the module, load or warn."""
-    import warnings
-
-    import torch
-
-    from vita_framework.devices import torch_dtype
+    from vita_framework.component_weights import module_from_bundle
     from vita_framework.errors import ConfigError
-    from vita_framework.weights import load_into
 
     from ._perceiver_impl import PerceiverResampler
 
@@ -52,15 +47,4 @@ def build_perceiver_resampler(options: PerceiverResamplerOptions, context: Any) 
         return PerceiverResampler(width_in, width_out, num_latents=options.num_latents,
                                   num_heads=options.num_heads, mlp_ratio=options.mlp_ratio)
 
-    bundle = context.checkpoint
-    if bundle is not None and bundle.has_prefix(options.weights_prefix):
-        with torch.device("meta"):  # no random init that the checkpoint would overwrite anyway
-            module = make()
-        load_into(module, bundle.load(options.weights_prefix),
-                  what=f"perceiver_resampler from '{bundle.path}' (prefix {options.weights_prefix})")
-    else:
-        where = f"checkpoint '{bundle.path}' has no tensors under '{options.weights_prefix}'" if bundle \
-            else "no checkpoint given"
-        warnings.warn(f"perceiver_resampler has RANDOM weights ({where}); answers are noise", stacklevel=2)
-        module = make()
-    return module.to(device=context.device, dtype=torch_dtype(context.dtype)).eval()
+    return module_from_bundle(make, context, options.weights_prefix, name="perceiver_resampler")
