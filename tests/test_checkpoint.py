@@ -98,7 +98,7 @@ def test_missing_vision_directory_and_hub_id_errors(tmp_path, monkeypatch):
     config = json.loads((ckpt / "config.json").read_text())
     config["mm_vision_tower"] = "OpenGVLab/InternViT-300M-448px"
     (ckpt / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="huggingface-cli download OpenGVLab/InternViT-300M-448px"):
+    with pytest.raises(CheckpointError, match=r"python -m vita_framework\.fetch OpenGVLab/InternViT-300M-448px"):
         vita_framework.build([*VITA15, f"checkpoint={ckpt}"])
 
 

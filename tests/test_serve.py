@@ -7,9 +7,9 @@ import asyncio
 import concurrent.futures
 
 import pytest
+from serve_helpers import BASE, answer, chat, image_question, png_url, serving
 
 from conftest import build_cached
-from serve_helpers import BASE, answer, chat, image_question, png_url, serving
 from vita_framework.cli import SAMPLE_IMAGE
 from vita_framework.request import Request
 
@@ -87,10 +87,9 @@ def test_sixteen_concurrent_mixed_requests_equal_their_sequential_answers(server
         elif kind == 2:
             requests.append((image_question(sample, "Describe this image."), {"max_tokens": 4 + i % 8}))
         else:
-            requests.append((image_question(sample, "What shape is red?") + [
-                {"role": "assistant", "content": "square"},
-                {"role": "user", "content": [{"type": "text", "text": "What colour is the circle?"}]}],
-                {"temperature": 0}))
+            follow_up = [{"role": "assistant", "content": "square"},
+                         {"role": "user", "content": [{"type": "text", "text": "What colour is the circle?"}]}]
+            requests.append(([*image_question(sample, "What shape is red?"), *follow_up], {"temperature": 0}))
     sequential = []
     for messages, params in requests:
         status, body = chat(url, messages, **params)
@@ -165,3 +164,33 @@ def test_video_part_as_data_url(server, pipe, tmp_path):
     assert status == 200, body
     assert body["usage"]["prompt_tokens_by_modality"]["video"] == \
         pipe.prepare(Request("What happens?", videos=[str(path)])).tokens["video"] > 0
+
+
+def test_seeded_sampling_repeats_and_greedy_is_temperature_zero(server, pipe):
+    url, _ = server
+    messages = [{"role": "user", "content": "Tell me a story."}]
+    first = chat(url, messages, temperature=1.5, top_p=0.9, seed=7, max_tokens=12)[1]
+    again = chat(url, messages, temperature=1.5, top_p=0.9, seed=7, max_tokens=12)[1]
+    assert answer(first) == answer(again)
+    assert answer(chat(url, messages, temperature=0)[1]) == pipe.generate("Tell me a story.").text
+
+
+def test_image_and_input_audio_parts_are_the_cli_request():
+    from serve_helpers import file_url
+
+    from conftest import GOLDEN, GOLDEN_CKPT
+
+    case = GOLDEN / "case3_image_audio"
+    pipe = build_cached("+experiment=vita15", f"checkpoint={GOLDEN_CKPT}", "dtype=float32", "device=cpu",
+                        "audio=whale", "vision.attn_implementation=eager", "generation.max_new_tokens=20")
+    expected = pipe.generate("", images=[case / "source.png"], audios=[case / "audio.wav"])
+    audio = file_url(case / "audio.wav", "audio/wav").split(",", 1)[1]
+    messages = [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": file_url(case / "source.png", "image/png")}},
+        {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}}]}]
+    with serving(pipe) as (url, _):
+        status, body = chat(url, messages)
+    assert status == 200, body
+    assert answer(body) == expected.text
+    assert body["usage"]["prompt_tokens"] == expected.rows[0].tokens_in["total"] == 526
+    assert body["usage"]["prompt_tokens_by_modality"]["audio"] == 24

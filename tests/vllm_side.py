@@ -8,11 +8,14 @@ InternViT, whale audio encoder and projector, with a random Qwen2 LLM (hidden 64
 scaled up so greedy choices are far from ties), saved with ``vita_framework.saving.save_bundle``.
 
 ``run`` answers the same requests (text, image, audio, video, and all of them in one batch) with each backend,
-greedy (penalty 1.0) and in VITA's demo mode (the checkpoint's penalty 1.05, stop at <|im_start|>), and writes
-``results.json`` (ids and texts per backend, mode and case, timings) and ``scores.safetensors``
+greedy (penalty 1.0), in VITA's demo mode (the checkpoint's penalty 1.05, stop at <|im_start|>) and with stop ids
+that end rows early, and writes
+``results.json`` (ids and texts per backend, mode and case, timings; with ``--checks`` the bad-input messages and
+the prepared model directory) and ``scores.safetensors``
 (``{backend}/{mode}/{case}``: the per-step scores as the backend returns them). ``--async`` also answers the
 cases through ``llm.engine=async``: ``agenerate`` from four concurrent tasks on this script's event loop, one
-of them abandoned after two updates (its request must be aborted, the others unaffected).
+of them abandoned after two updates (its request must be aborted, the others unaffected), and one request
+through ``vita_plugins.llm.vllm.serving.astream_request`` (what a server calls).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ MAX_NEW = 24
 BASE = ("+experiment=vita15", "audio=whale", "lazy=[]", "dtype=float32", "device=cpu", "vision.max_tiles=2",
         "video.max_frames=4", f"generation.max_new_tokens={MAX_NEW}")
 VLLM = ("llm=vllm", "llm.engine_process=false", "llm.cpu_kvcache_space_gib=1", "llm.max_model_len=4096")
-MODES = {"greedy": ["generation.repetition_penalty=1.0"], "demo": []}  # demo: the checkpoint's 1.05
+#: per-call generation options of each mode (demo: the checkpoint's penalty 1.05; stop: rows end at other ids)
+MODES = {"greedy": {"repetition_penalty": 1.0}, "demo": {},
+         "stop": {"repetition_penalty": 1.0, "eos_token_id": [285, 0]}}
 
 
 def frames_dir(out: Path) -> Path:
@@ -84,7 +89,7 @@ def make_bundle(out: Path) -> None:
     save_bundle(base, out, source=GOLDEN_CKPT, claims=base.claims)
 
 
-def run(bundle: Path, out: Path, backends: list[str], use_async: bool) -> None:
+def run(bundle: Path, out: Path, backends: list[str], use_async: bool, checks: bool = False) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -97,16 +102,11 @@ def run(bundle: Path, out: Path, backends: list[str], use_async: bool) -> None:
     for backend in backends:
         t0 = time.perf_counter()
         extra = VLLM if backend == "vllm" else ()
-        pipes = {mode: vita_framework.build([*BASE, f"checkpoint={bundle}", *extra, *over])
-                 for mode, over in MODES.items()} if backend != "vllm" else None
-        if backend == "vllm":  # one engine for both modes: the mode is a per-request option
-            pipe = vita_framework.build([*BASE, f"checkpoint={bundle}", *extra])
-            pipes = {mode: pipe for mode in MODES}
+        pipe = vita_framework.build([*BASE, f"checkpoint={bundle}", *extra])
         results["timings"][f"{backend}_build_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         got: dict = {}
-        for mode, pipe in pipes.items():
-            generation = {"repetition_penalty": 1.0} if mode == "greedy" else {}
+        for mode, generation in MODES.items():
             for case, reqs in requests.items():
                 result = pipe.generate_batch(reqs, batch_size=len(reqs), output_scores=True, seed=0, **generation)
                 errors = [row.error for row in result.rows if row.error]
@@ -122,6 +122,8 @@ def run(bundle: Path, out: Path, backends: list[str], use_async: bool) -> None:
             pipe.llm.close()
     if use_async:
         results["async"] = run_async(bundle, requests)
+    if checks:
+        results["checks"] = run_checks(bundle)
     save_file(scores, str(out / "scores.safetensors"))
     (out / "results.json").write_text(json.dumps(results, indent=1))
 
@@ -129,8 +131,6 @@ def run(bundle: Path, out: Path, backends: list[str], use_async: bool) -> None:
 def run_async(bundle: Path, requests: dict[str, list[dict]]) -> dict:
     """The four single-modality cases as concurrent agenerate calls on llm.engine=async, plus one abandoned."""
     import asyncio
-
-    import torch
 
     import vita_framework
     from vita_framework.request import Request
@@ -142,12 +142,10 @@ def run_async(bundle: Path, requests: dict[str, list[dict]]) -> dict:
     assert pipe.llm.continuous_batching
     config = pipe.llm.generation_config(dict(pipe.generation_options))
 
+    from vita_plugins.llm.vllm.serving import fuse_one
+
     def fused_row(item: dict):
-        prepared = pipe.prepare(Request(**item))
-        ids = torch.tensor([prepared.input_ids])
-        features = {s: prepared.features.get(s, []) for s in pipe.placeholder_ids}
-        with torch.inference_mode():
-            return pipe.fusion.fuse(ids, torch.ones_like(ids), pipe.llm.embed, features, pipe.placeholder_ids)
+        return fuse_one(pipe, pipe.prepare(Request(**item)))
 
     async def answer(item: dict) -> dict:
         ids, steps, reason = [], 0, None
@@ -167,12 +165,22 @@ def run_async(bundle: Path, requests: dict[str, list[dict]]) -> dict:
         await stream.aclose()
         return seen
 
+    async def served(item: dict) -> dict:  # the helper a server uses: Request in, text pieces out
+        from vita_plugins.llm.vllm.serving import astream_request
+
+        pieces, last = [], None
+        async for update in astream_request(pipe, Request(**item), seed=0):
+            pieces.append(update.text)
+            last = update
+        return {"ids": last.generated_ids, "text": "".join(pieces), "tokens_in": last.tokens_in,
+                "finished": last.finished}
+
     async def main() -> dict:
         names = ["text", "image", "audio", "video"]
         t1 = time.perf_counter()
         answers = await asyncio.gather(*(answer(requests[n][0]) for n in names),
-                                       abandoned(requests["text"][0]))
-        return {"answers": dict(zip(names, answers[:4])), "abandoned_tokens": answers[4],
+                                       abandoned(requests["text"][0]), served(requests["image"][0]))
+        return {"answers": dict(zip(names, answers[:4])), "abandoned_tokens": answers[4], "served": answers[5],
                 "concurrent_s": time.perf_counter() - t1, "build_s": build_s}
 
     result = asyncio.run(main())
@@ -180,6 +188,38 @@ def run_async(bundle: Path, requests: dict[str, list[dict]]) -> dict:
     result["sync_text_ids"] = pipe.generate(**requests["text"][0], seed=0).rows[0].generated_ids
     pipe.llm.close()
     return result
+
+
+def run_checks(bundle: Path) -> dict:
+    """Bad input in the vLLM venv: the golden checkpoint's head_dim 16, timm; and the prepared model directory."""
+    import vita_framework
+    from vita_framework.errors import VitaError
+
+    found: dict = {}
+    for name, overrides in {
+        "head_dim_16": ["+experiment=vita15", f"checkpoint={GOLDEN_CKPT}", "audio=none", *VLLM, "device=cpu"],
+        "timm": ["+vision=timm", "+audio=none", "checkpoint=null", "device=cpu"],
+    }.items():
+        try:
+            vita_framework.build(overrides)
+            found[name] = "built without an error"
+        except VitaError as exc:
+            found[name] = str(exc)
+    pipe = vita_framework.build([*BASE, f"checkpoint={bundle}", *VLLM])
+    text = cases(Path(os.environ["VITA_CACHE_DIR"]))["text"][0]
+    found["stream"] = "".join(p for p in pipe.stream(**text, seed=0) if isinstance(p, str))
+    stream = pipe.stream(**text, seed=0, generation={"max_new_tokens": 2000, "eos_token_id": []})
+    next(stream)
+    t0 = time.perf_counter()
+    stream.close()  # abandoned: the requests are aborted within a step
+    found["abandon_s"] = time.perf_counter() - t0
+    model_dir = pipe.llm.model_dir
+    config = json.loads((model_dir / "config.json").read_text())
+    config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]
+    found["model_dir"] = {"model.safetensors": {"link": (model_dir / "model.safetensors").is_symlink()},
+                          "config.json": config}
+    pipe.llm.close()
+    return found
 
 
 def main() -> None:
@@ -192,12 +232,14 @@ def main() -> None:
     go.add_argument("out", type=Path)
     go.add_argument("--backends", nargs="+", default=["vllm", "qwen2"])
     go.add_argument("--async", dest="use_async", action="store_true")
+    go.add_argument("--checks", action="store_true")
     args = parser.parse_args()
     if args.command == "bundle":
         make_bundle(args.out)
     else:
         args.out.mkdir(parents=True, exist_ok=True)
-        run(args.bundle, args.out, args.backends, args.use_async)
+        os.environ["VITA_CACHE_DIR"] = str(args.out / "cache")  # the prepared vLLM model dirs: not the user's
+        run(args.bundle, args.out, args.backends, args.use_async, args.checks)
     sys.stdout.flush()
 
 

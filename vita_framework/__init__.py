@@ -5,7 +5,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+# torchao (installed for quantization, imported by transformers) logs a torch._pytree deprecation notice at import
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 __all__ = ["build", "compose"]
 

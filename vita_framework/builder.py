@@ -13,7 +13,10 @@ from .validation import attribute_unknown, validate_run
 from .weights import Bundle, default_bundle_path
 
 
-def open_checkpoint(value: Any, *, allow_pickle: bool = False) -> Bundle | None:
+def open_checkpoint(value: Any, *, allow_pickle: bool = False, kinds: Sequence[str] = ("vision", "audio"),
+                    ignored: Sequence[str] = (), config_only: bool = False) -> Bundle | None:
+    """The run's bundle: the embedded one, a directory, or a hub id (``org/name[@revision]``) fetched with the
+    files ``kinds`` need (tensors under ``ignored`` prefixes are nobody's: shards holding only those are skipped)."""
     if value is None or str(value).lower() in {"null", "none", "random"}:
         return None
     path = default_bundle_path() if str(value) == "default" else value
@@ -22,6 +25,9 @@ def open_checkpoint(value: Any, *, allow_pickle: bool = False) -> Bundle | None:
             f"the embedded default bundle is missing at '{default_bundle_path()}'; rebuild it with "
             "`python scripts/build_default_bundle.py`"
         )
+    from .fetch import resolve_checkpoint
+
+    path = resolve_checkpoint(path, kinds=kinds, ignored=ignored, config_only=config_only) or path
     return Bundle(path, allow_pickle=allow_pickle)
 
 
@@ -68,13 +74,17 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     plugins = get_plugins()
     registry, modalities = plugins.registry, plugins.modalities
     kinds = configured_kinds(cfg, modalities)
-    bundle = open_checkpoint(cfg.get("checkpoint"), allow_pickle=bool(cfg.get("allow_pickle", False)))
+    claims, ignored = weight_claims(cfg, kinds, registry)
+    from .memory import check_fits
+
+    check_fits(cfg)  # the memory plan (configs only) refuses what cannot fit, before any weight is fetched or read
+    bundle = open_checkpoint(cfg.get("checkpoint"), allow_pickle=bool(cfg.get("allow_pickle", False)), kinds=kinds,
+                             ignored=ignored)
     if bundle is None:
         warnings.warn("checkpoint=null: every component gets RANDOM weights; answers are noise", stacklevel=2)
     device = resolve_device(str(cfg.get("device", "auto")))
     ckpt_dtype = (bundle.config.get("torch_dtype") or bundle.config.get("dtype")) if bundle else None
     dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device, ckpt_dtype)
-    claims, ignored = weight_claims(cfg, kinds, registry)
     context = BuildContext(checkpoint=bundle, dtype=dtype, device=device, claims=claims, ignored_prefixes=ignored)
     if cfg.get("seed") is not None:
         torch.manual_seed(int(cfg.seed))

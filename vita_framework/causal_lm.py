@@ -16,6 +16,8 @@ import torch
 from .devices import torch_dtype
 from .errors import CheckpointError, ComponentConfigError, ConfigError
 from .generation import merge_generation_options
+from .placement import dispatch, parse_max_memory
+from .quantization import quantize
 from .weights import default_bundle_path, load_into, read_json, resolve_local_dir, unclaimed_state
 
 # config.json keys that describe the LLM (everything else in a VITA config is about the other parts)
@@ -102,7 +104,11 @@ class CausalLMBackbone:
                 f"'{bundle.path / 'config.json'}' has vocab_size {ckpt_vocab} but the tokenizer has {vocab} "
                 "tokens; the tokenizer does not belong to this checkpoint"
             )
-        raw["vocab_size"] = vocab  # as the reference's loader: resize_token_embeddings(len(tokenizer))
+        if bundle is not None or not raw.get("vocab_size"):
+            raw["vocab_size"] = vocab  # as the reference's loader: resize_token_embeddings(len(tokenizer))
+        elif raw["vocab_size"] < vocab:
+            raise ComponentConfigError(f"llm vocab_size={raw['vocab_size']} is smaller than the tokenizer's {vocab} "
+                                       "tokens; raise it or leave it null (the tokenizer's length)")
         with warnings.catch_warnings():  # build time, not the generation thread
             warnings.simplefilter("ignore", FutureWarning)
             config = config_cls(**raw, attn_implementation=options.attn_implementation)
@@ -127,9 +133,10 @@ class CausalLMBackbone:
             warnings.warn(f"LLM '{arch_name}' has RANDOM weights (no checkpoint given)", stacklevel=2)
             model = model_cls(config)
         if options.device_map:
-            model = _dispatch(model, options.device_map, dtype)
+            model = dispatch(model, options.device_map, dtype, getattr(options, "max_memory", None))
         else:
             model.to(device=context.device, dtype=dtype)
+        quantize(model, getattr(options, "quantization", None), device=context.device, dtype=context.dtype, what="llm")
         model.eval()
         defaults = dict(bundle.generation_config) if bundle is not None else {}
         return cls(model, tokenizer, defaults)
@@ -146,7 +153,8 @@ class CausalLMBackbone:
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 str(model_dir), dtype=dtype, attn_implementation=options.attn_implementation,
-                device_map=options.device_map, trust_remote_code=False)
+                device_map=options.device_map, max_memory=parse_max_memory(getattr(options, "max_memory", None)),
+                trust_remote_code=False)
         except (OSError, ValueError) as exc:
             error = remote_code_error(model_dir, "llm.model", exc)
             if isinstance(error, CheckpointError):
@@ -161,6 +169,7 @@ class CausalLMBackbone:
             raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but '{model_dir}' embeds only {vocab}")
         if not options.device_map:
             model.to(context.device)
+        quantize(model, getattr(options, "quantization", None), device=context.device, dtype=context.dtype, what="llm")
         gen_file = model_dir / "generation_config.json"
         defaults = read_json(gen_file) if gen_file.is_file() else {}
         return cls(model.eval(), tokenizer, defaults)
@@ -240,15 +249,3 @@ def transformers_classes(arch: str | None) -> tuple[Any, Any]:
             f"llm.arch={arch!r} is not a transformers causal LM; use the class prefix, e.g. Llama, Mistral, "
             "Gemma2, Phi3, Qwen2 (transformers' <arch>ForCausalLM)")
     return config_cls, model_cls
-
-
-def _dispatch(model: Any, device_map: str, dtype: Any) -> Any:
-    try:
-        from accelerate import dispatch_model, infer_auto_device_map
-    except ImportError:
-        raise ConfigError("llm.device_map needs the 'accelerate' package: pip install accelerate") from None
-    model.to(dtype=dtype)
-    if device_map != "auto":
-        return dispatch_model(model, device_map={"": device_map})
-    no_split = getattr(model, "_no_split_modules", None) or []
-    return dispatch_model(model, device_map=infer_auto_device_map(model, no_split_module_classes=no_split))

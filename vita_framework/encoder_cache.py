@@ -3,9 +3,10 @@
 OpenAI-style clients re-send every image of a conversation on every turn, and a batch file often asks several
 questions about one picture. :class:`EncoderCache` keeps, per loaded item (an image, a video clip, an audio
 clip), what the pipeline's front half computed for it: its segments, the rows each segment takes in the prompt,
-and its features after the projector. The key is a framed hash of the item's *content* (decoded pixels, samples,
-frames), so a file sent under another name or as a ``data:`` URL hits as well; the modality's name and the
-encoder's identity are part of it, so two configurations never share features. Bounded by bytes (least recently
+and its features after the projector. The key is a framed hash of the item's *content*: a file's bytes (with the
+loader's options), so a file sent again under another name or as a ``data:`` URL hits without being decoded; an
+object in memory (a PIL image, an array) by its decoded content. The modality's name and the encoder's identity
+are part of it, so two configurations never share features. Bounded by bytes (least recently
 used entries go first); an item larger than the whole cache is not stored. Thread-safe: a server's engine
 thread and its request threads may use one cache.
 
@@ -17,12 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import pickle
 import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+#: files larger than this (together, for a frame directory) are keyed by their decoded content instead
+MAX_HASHED_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,31 @@ class EncoderCache:
         _frame(h, b"ns", namespace.encode())
         _feed(h, item)
         return h.hexdigest()
+
+    @staticmethod
+    def source_key(namespace: str, source: Any, options: dict[str, Any]) -> str | None:
+        """The key of a file (or a directory of files) by its bytes and the loader's ``options``, so a hit needs
+        no decoding; None for anything else (an object in memory, a missing path, a file over 256 MB)."""
+        if not isinstance(source, (str, os.PathLike)):
+            return None
+        try:
+            path = Path(source).expanduser()
+            files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file()) \
+                if path.is_dir() else []
+            if not files or sum(f.stat().st_size for f in files) > MAX_HASHED_BYTES:
+                return None
+            h = hashlib.blake2b(digest_size=20)
+            _frame(h, b"ns", namespace.encode())
+            _feed(h, options)
+            for file in files:
+                _frame(h, b"name", file.name.encode("utf-8", "surrogatepass") if file != path else b"")
+                with open(file, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+                _frame(h, b"end", b"")
+        except (OSError, ValueError):
+            return None
+        return "file:" + h.hexdigest()
 
     def get(self, key: str) -> CachedItem | None:
         with self._lock:

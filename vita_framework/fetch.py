@@ -29,7 +29,7 @@ from .weights import INDEX_FILE, read_json
 CONFIG_FILES = (
     "config.json", "generation_config.json", INDEX_FILE, "tokenizer.json", "tokenizer_config.json", "vocab.json",
     "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-    "tokenizer.model", "preprocessor_config.json", "bundle_info.json",
+    "tokenizer.model", "preprocessor_config.json", "bundle_info.json", "train.yaml", "global_cmvn",
 )
 #: config files of an encoder directory (the bundle's sub-directory, or a repository named by its config)
 TOWER_FILES = ("config.json", "preprocessor_config.json", "train.yaml", "global_cmvn")
@@ -65,6 +65,8 @@ def fetch_bundle(ref: HubRef, *, kinds: Iterable[str], ignored: Sequence[str] = 
                  what: str = "checkpoint") -> Path:
     """The snapshot directory of bundle ``ref`` with what ``kinds`` need (all at the commit the revision names)."""
     first = snapshot(ref, list(CONFIG_FILES), what=what)
+    if config_only and not (first / "config.json").is_file():
+        return first  # an encoder's repository (a whale directory has train.yaml and global_cmvn only)
     if not (first / "config.json").is_file():
         raise HubError(f"{what}={ref}: the repository has no config.json at revision '{ref.rev}'; it is not a VITA "
                        "bundle (a plain transformers model goes in llm.model=...)")
@@ -93,9 +95,10 @@ def resolve_checkpoint(value: Any, *, kinds: Iterable[str], ignored: Sequence[st
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help") or args[0].startswith("-"):
-        print(__doc__.split("```console")[0].strip() + "\n\nusage: python -m vita_framework.fetch REPO[@REVISION] "
-              "[--config-only | --model] [overrides ...]", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
+        asked = bool(args) and args[0] in ("-h", "--help")
+        print(__doc__.strip() + "\n\nusage: python -m vita_framework.fetch REPO[@REVISION] [--config-only | --model] "
+              "[overrides ...]", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     ref = parse_hub_ref(args[0])
     if ref is None:
         print(f"error: '{args[0]}' is not a hub id (org/name or org/name@revision) or it is a local path",
@@ -109,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if "--model" in flags:
-            path = snapshot(ref, list(MODEL_FILES), what="model", model=True)
+            path = snapshot(ref, list(MODEL_FILES), what="model", flag="--model")
         else:
             kinds, ignored = _needs(ref, overrides)
             path = fetch_bundle(ref, kinds=kinds, ignored=ignored, config_only="--config-only" in flags)
@@ -138,6 +141,8 @@ def _needs(ref: HubRef, overrides: list[str]) -> tuple[list[str], list[str]]:
 
 def _fetch_hub_towers(path: Path, kinds: Iterable[str]) -> None:
     """Encoder directories the bundle names by hub id (``OpenGVLab/InternViT-300M-448px``): their config files."""
+    if not (path / "config.json").is_file():
+        return
     config = read_json(path / "config.json")
     for kind, key in TOWER_KEYS.items():
         ref = parse_hub_ref(config.get(key), base=path) if kind in kinds else None

@@ -38,10 +38,11 @@ class HubRef:
     def at(self, revision: str) -> HubRef:
         return HubRef(self.repo, revision)
 
-    def commands(self, *, model: bool = False) -> str:
-        """The commands that put this reference into the cache (for offline runs)."""
+    def commands(self, flag: str = "") -> str:
+        """The commands that put this reference into the cache (for offline runs); ``flag``: fetch's --model or
+        --config-only."""
         hf = f"hf download {self.repo}" + (f" --revision {self.revision}" if self.revision else "")
-        return f"`python -m vita_framework.fetch {self}{' --model' if model else ''}` (or `{hf}`)"
+        return f"`python -m vita_framework.fetch {self}{' ' + flag if flag else ''}` (or `{hf}`)"
 
 
 def parse_hub_ref(value: object, *, base: Path | None = None) -> HubRef | None:
@@ -76,19 +77,23 @@ def cache_dir() -> str:
     return constants.HF_HUB_CACHE
 
 
-def snapshot(ref: HubRef, patterns: list[str], *, what: str, shown: HubRef | None = None, model: bool = False
+def snapshot(ref: HubRef, patterns: list[str], *, what: str, shown: HubRef | None = None, flag: str = ""
              ) -> Path:
     """The cached snapshot directory of ``ref`` holding the files matching ``patterns``: downloaded when online
     (only the missing ones), looked up in the cache when offline. ``shown`` is the reference the user wrote (errors
     name it rather than the resolved commit)."""
+    import logging
+
     from huggingface_hub import snapshot_download
 
+    for name in ("httpx", "httpx2"):  # one INFO line per HTTP request otherwise (the progress bars say enough)
+        logging.getLogger(name).setLevel(logging.WARNING)
     offline = is_offline()
     try:
         path = snapshot_download(ref.repo, revision=ref.revision, allow_patterns=list(patterns),
                                  local_files_only=offline)
     except Exception as exc:  # huggingface_hub's and the transport's errors, mapped to what to change
-        raise hub_error(exc, shown or ref, what=what, offline=offline, model=model) from None
+        raise hub_error(exc, shown or ref, what=what, offline=offline, flag=flag) from None
     return Path(path)
 
 
@@ -100,17 +105,17 @@ def cached_file(ref: HubRef, filename: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def cache_problem(ref: HubRef, *, what: str, model: bool = False) -> str | None:
+def cache_problem(ref: HubRef, *, what: str, flag: str = "") -> str | None:
     """Validation without the network: offline, the reference's config.json must already be in the cache.
     Online nothing is checked here (the download reports a bad id or revision, before any weight is read)."""
     if not is_offline() or cached_file(ref, "config.json") is not None:
         return None
     return (f"{what}={ref} is a hub id that is not in the local Hugging Face cache ({cache_dir()}) and "
-            f"HF_HUB_OFFLINE=1 forbids downloading it; fetch it once with network access: {ref.commands(model=model)}, "
+            f"HF_HUB_OFFLINE=1 forbids downloading it; fetch it once with network access: {ref.commands(flag)}, "
             "or unset HF_HUB_OFFLINE")
 
 
-def hub_error(exc: Exception, ref: HubRef, *, what: str, offline: bool, model: bool = False) -> HubError:
+def hub_error(exc: Exception, ref: HubRef, *, what: str, offline: bool, flag: str = "") -> HubError:
     """huggingface_hub's exception for ``ref`` as a :class:`HubError` saying what to change."""
     from huggingface_hub import errors
 
@@ -122,7 +127,8 @@ def hub_error(exc: Exception, ref: HubRef, *, what: str, offline: bool, model: b
                         f"{endpoint()}/{ref.repo}, then set HF_TOKEN to a token of that account (or `hf auth login`)")
     if isinstance(exc, errors.RevisionNotFoundError):
         return HubError(f"{head}: revision '{ref.rev}' does not exist in '{ref.repo}' on {endpoint()}; name one of "
-                        f"its branches, tags or commits ({what}={ref.repo}@main), or drop '@...' for the default branch")
+                        f"its branches, tags or commits ({what}={ref.repo}@main), or drop '@...' for the default "
+                        "branch")
     if isinstance(exc, errors.RepositoryNotFoundError):
         return HubError(f"{head}: there is no repository '{ref.repo}' on {endpoint()} (or it is private and "
                         f"{token}), and no local directory '{Path(ref.repo).resolve()}' either. Check the id, or "
@@ -131,10 +137,10 @@ def hub_error(exc: Exception, ref: HubRef, *, what: str, offline: bool, model: b
         if offline:
             return HubError(f"{head} is not (completely) in the local Hugging Face cache ({cache_dir()}) for revision "
                             f"'{ref.rev}', and HF_HUB_OFFLINE=1 forbids downloading it. Fetch it once with network "
-                            f"access: {ref.commands(model=model)}; or unset HF_HUB_OFFLINE")
-        return HubError(f"{head}: the hub at {endpoint()} cannot be reached and revision '{ref.rev}' is not (completely)"
-                        f" in the local cache ({cache_dir()}): {detail}. Check the network, HF_ENDPOINT and proxy "
-                        f"settings, or fetch it where there is network: {ref.commands(model=model)}")
+                            f"access: {ref.commands(flag)}; or unset HF_HUB_OFFLINE")
+        return HubError(f"{head}: the hub at {endpoint()} cannot be reached and revision '{ref.rev}' is not "
+                        f"(completely) in the local cache ({cache_dir()}): {detail}. Check the network, HF_ENDPOINT "
+                        f"and proxy settings, or fetch it where there is network: {ref.commands(flag)}")
     if isinstance(exc, errors.HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403):
@@ -143,4 +149,4 @@ def hub_error(exc: Exception, ref: HubRef, *, what: str, offline: bool, model: b
         return HubError(f"{head}: the hub at {endpoint()} answered {status}: {detail}; try again later")
     return HubError(f"{head}: the download was cut or failed ({type(exc).__name__}: {detail}). Complete files stay in "
                     f"the cache ({cache_dir()}) and no partial file is ever used; run the same command again to fetch "
-                    f"the rest (or {ref.commands(model=model)})")
+                    f"the rest (or {ref.commands(flag)})")

@@ -101,13 +101,23 @@ class RequestPreparer:
         options = dict(self.modality_options.get(modality.name, {}))
         options.update({k: request.options[k] for k in modality.request_options if k in request.options})
         context = LoadContext(encoder, options)
-        items = [modality.load(item, context) for item in request.items(modality.name)]
+        sources = request.items(modality.name)
         cache, keys, cached = self.encoder_cache, [], {}
-        if cache is not None:
+        if cache is None:
+            items = dict(enumerate(modality.load(source, context) for source in sources))
+        else:  # a file is keyed by its bytes (a hit is not even decoded), an object in memory by its content
+            items = {}
             namespace = f"{modality.name}/{type(encoder).__name__}@{id(encoder):x}"
-            keys = [cache.key(namespace, item) for item in items]
+            for i, source in enumerate(sources):
+                key = cache.source_key(namespace, source, options)
+                if key is None:
+                    items[i] = modality.load(source, context)
+                    key = cache.key(namespace, items[i])
+                keys.append(key)
             cached = {i: hit for i, key in enumerate(keys) if (hit := cache.get(key)) is not None}
-        missing = [item for i, item in enumerate(items) if i not in cached]
+            items.update({i: modality.load(sources[i], context) for i in range(len(sources))
+                          if i not in cached and i not in items})
+        missing = [items[i] for i in range(len(sources)) if i not in cached]
         encoder_input = modality.prepare(encoder, missing) if missing else None
         fresh: list[int] = []
         if encoder_input is not None:
@@ -117,7 +127,7 @@ class RequestPreparer:
         if not cached:
             return _Staged(modality, encoder, encoder_input, fresh, list(encoder_input.segments), keys)
         segments, planned, fresh_segments, start = [], [], iter(encoder_input.segments if missing else []), 0
-        for i in range(len(items)):
+        for i in range(len(sources)):
             if i in cached:
                 segments.append(cached[i].segments)
                 planned += cached[i].planned

@@ -47,7 +47,7 @@ class RowTracker:
 
     def __init__(self, tokenizer: Any, controls: list[RowControl], limits: list[int], eos: Sequence[int]) -> None:
         self.tokenizer, self.controls, self.limits = tokenizer, controls, limits
-        self.eos = set(int(e) for e in eos)
+        self.eos = {int(e) for e in eos}
         self._prompt_seen = False
         self._done = [False] * len(controls)
         self._emitted = [0] * len(controls)  # characters of the row's text handed to on_text

@@ -17,7 +17,7 @@ from .errors import ConfigError
 CORE_GROUPS = ("projector", "fusion", "llm")
 RUN_KEYS = (
     "checkpoint", "template", "prompt", "requests", "batch_size", "dtype", "device", "seed", "stream", "output",
-    "generation", "experiment", "allow_pickle", "eval", "lazy", "serve",
+    "generation", "experiment", "allow_pickle", "eval", "lazy", "memory_budget_gb", "serve",
 )
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")

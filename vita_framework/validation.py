@@ -40,6 +40,9 @@ def run_problems(cfg: Any, *, request_inputs: bool = True) -> list[str]:
     problems += component_problems(cfg)
     problems += generation_problems(_plain(cfg.get("generation")) or {})
     problems += checkpoint_problems(cfg)
+    from .memory import resource_problems
+
+    problems += resource_problems(cfg)  # quantization modes the device supports, memory_budget_gb
     if request_inputs:
         problems += request_problems(cfg)
     return problems
@@ -120,11 +123,18 @@ def generation_problems(options: dict[str, Any]) -> list[str]:
 
 
 def checkpoint_problems(cfg: Any) -> list[str]:
-    """The checkpoint directory exists and has a config.json (no tensor is opened)."""
+    """The checkpoint directory exists and has a config.json (no tensor is opened). A hub id (``org/name[@rev]``)
+    is accepted without touching the network; offline, its config.json must be in the local cache."""
     value = cfg.get("checkpoint")
     if value is None or str(value).lower() in {"null", "none", "random", "default"}:
         return []
     path = Path(str(value)).expanduser()
+    from .hub import cache_problem, parse_hub_ref
+
+    ref = parse_hub_ref(value)
+    if ref is not None:
+        problem = cache_problem(ref, what="checkpoint")
+        return [problem] if problem else []
     if not path.is_dir():
         return [f"checkpoint directory '{path}' does not exist; pass checkpoint=<dir with config.json and "
                 "model*.safetensors>, or checkpoint=default for the embedded bundle"]

@@ -67,11 +67,7 @@ class Bundle:
             weight_map = read_json(index).get("weight_map")
             if not isinstance(weight_map, dict):
                 raise CheckpointError(f"'{index}' has no 'weight_map' object")
-            mapping = {key: self.path / name for key, name in weight_map.items()}
-            for file in set(mapping.values()):
-                if not file.is_file():
-                    raise CheckpointError(f"shard '{file.name}' listed in '{index}' is missing")
-            return mapping
+            return {key: self.path / name for key, name in weight_map.items()}  # shards checked when read
         single = self.path / SINGLE_FILE
         if single.is_file():
             return dict.fromkeys(_safetensors_keys(single), single)
@@ -132,6 +128,9 @@ class Bundle:
                 wanted.setdefault(file, []).append(key)
         out: dict[str, Any] = {}
         for file, keys in wanted.items():
+            if not file.is_file():  # a shard holding only unconfigured components' tensors may be absent
+                raise CheckpointError(f"shard '{file.name}' listed in '{self.path / INDEX_FILE}' is missing (it holds "
+                                      f"{keys[0]}, ...)")
             if file.suffix == ".bin":
                 state = self._pickle_state()
                 tensors = {key: state[key] for key in keys}
@@ -149,13 +148,16 @@ class Bundle:
         """Resolve ``config[config_key]`` (e.g. ``mm_vision_tower``) to a local directory.
 
         The value is the checkpoint's, not the user's, so it is confined: it resolves inside the bundle
-        directory (``..`` and symlinks followed, never the current directory) or the local Hugging Face cache,
-        where a hub id resolves offline, never by downloading.
+        directory (``..`` and symlinks followed, never the current directory), or it is a hub id whose config files
+        (never weights: those come from the main shards) are fetched into the Hugging Face cache.
         """
         value = self.config.get(config_key)
         if not value:
             raise CheckpointError(f"'{self.path / 'config.json'}' has no '{config_key}'")
-        return resolve_local_dir(str(value), base=self.path, what=f"{config_key} of {self.path}", confine=True)
+        from .fetch import TOWER_FILES
+
+        return resolve_local_dir(str(value), base=self.path, what=f"{config_key} of {self.path}", confine=True,
+                                 patterns=TOWER_FILES)
 
 
 def read_bundle_info(bundle: str | os.PathLike) -> dict[str, Any]:
@@ -166,9 +168,11 @@ def read_bundle_info(bundle: str | os.PathLike) -> dict[str, Any]:
         return {}
 
 
-def resolve_local_dir(value: str, *, base: Path, what: str, confine: bool = False) -> Path:
+def resolve_local_dir(value: str, *, base: Path, what: str, confine: bool = False,
+                      patterns: tuple[str, ...] | None = None) -> Path:
     """A local directory for ``value``: ``base / value``, then ``value`` itself (a user's path), then a hub id
-    in the local Hugging Face cache (offline).
+    (``org/name[@revision]``) fetched into the Hugging Face cache (only ``patterns``: a model's files by default;
+    offline, from the cache alone; see :mod:`vita_framework.hub`).
 
     ``confine`` is for a checkpoint's own config keys: only ``base / value`` is tried, and it must lie inside
     ``base`` or the Hugging Face cache once ``..`` and symlinks are resolved (``../../../etc`` is an error).
@@ -179,17 +183,14 @@ def resolve_local_dir(value: str, *, base: Path, what: str, confine: bool = Fals
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
-    if value.count("/") == 1 and not value.startswith((".", "/")):
-        try:
-            from huggingface_hub import snapshot_download
+    from .hub import parse_hub_ref, snapshot
 
-            return Path(snapshot_download(value, local_files_only=True))
-        except Exception:
-            raise CheckpointError(
-                f"{what} is '{value}', which is neither a directory beside the checkpoint nor in the local "
-                f"Hugging Face cache. Download it once with `huggingface-cli download {value}` "
-                f"(or place it at '{base / value.split('/')[-1]}' and set the key to that relative path)"
-            ) from None
+    ref = parse_hub_ref(value)
+    if ref is not None:
+        from .fetch import MODEL_FILES
+
+        return snapshot(ref, list(patterns or MODEL_FILES), what=what.split(" of ")[0],
+                        flag="--model" if patterns is None else "--config-only")
     raise CheckpointError(f"{what} is '{value}', but no directory '{base / value}' exists")
 
 

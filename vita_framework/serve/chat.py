@@ -12,8 +12,9 @@ as plain text afterwards (``split_special_tokens``), so ``<|im_start|>system`` t
 role switch, and ``<image>`` typed by a user is not an image slot. The CLI keeps the reference's parsing (a
 prompt's ``<|im_start|>`` is the control token there, and its ``<image>`` places an image).
 
-A single user message whose parts are media then text renders exactly as the CLI renders ``images=[...]
-prompt=...`` (items, ``\\n``, the question), so both give the same answer.
+A single user message whose parts are laid out as the CLI lays out a request (images or videos, then the text,
+then audio) renders exactly as the CLI renders ``images=[...] prompt=...`` (items, ``\\n``, the question, audio),
+so both give the same answer.
 """
 
 from __future__ import annotations
@@ -73,9 +74,12 @@ class ChatRequest(Request):
                     pieces.append(protect(part.text))
                     previous = "text"
                 else:
-                    pieces.append(modalities.get(part.modality).marker)
+                    modality = modalities.get(part.modality)
+                    if previous == "before" and modality.position == "after":  # the CLI's "\n" + "" question
+                        pieces.append("\n")
+                    pieces.append(modality.marker)
                     inputs.setdefault(part.modality, []).append(part.source)
-                    previous = "media"
+                    previous = modality.position
             self.roles.append(message.role)
             contents.append("".join(pieces))
         super().__init__(SEPARATOR.join(contents), inputs=inputs, id=id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vita_framework.hookspecs import hookimpl
+from vita_framework.quantization import check_mode
 
 
 @dataclass
@@ -39,7 +40,11 @@ class WhaleOptions:
     #: chunk_size <= 0 means full attention; left_chunks < 0 means all previous chunks.
     chunk_size: int | None = None
     left_chunks: int | None = None
+    quantization: str | None = None  # int8 | int4 (torchao) | bnb_int8 | bnb_nf4 (CUDA): encoder and adapter Linears
     arch: WhaleArch = field(default_factory=WhaleArch)
+
+    def __post_init__(self) -> None:
+        check_mode(self.quantization, "audio.quantization")
 
 
 def build_whale(options: WhaleOptions, context: Any) -> Any:

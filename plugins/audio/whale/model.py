@@ -19,6 +19,7 @@ from torch import nn
 
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, InputError
+from vita_framework.quantization import quantize
 from vita_framework.weights import load_into
 
 from .config import WhaleConfig, cmvn_from_json, config_from_arch, read_whale_config
@@ -217,7 +218,8 @@ class WhaleAudioEncoder(nn.Module):
                                   f"is {llm.hidden_size}")
         if module.dither != 0.0:
             warnings.warn(f"whale dither={module.dither}: audio features are random on every call", stacklevel=2)
-        return module.to(device=context.device, dtype=torch_dtype(context.dtype)).eval()
+        module.to(device=context.device, dtype=torch_dtype(context.dtype)).eval()
+        return quantize(module, options.quantization, device=context.device, dtype=context.dtype, what="audio")
 
     # -- preprocessing -------------------------------------------------------------------------------
     def preprocess(self, waveforms: list[torch.Tensor], sample_rate: int) -> AudioBatch:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vita_framework.hookspecs import hookimpl
+from vita_framework.quantization import check_mode
 
 
 @dataclass
@@ -30,7 +31,11 @@ class WhisperOptions:
     weights_prefix: str = "model.audio_whisper."
     pool: int = 4              # average-pool this many encoder frames (50/s) into one LLM token
     max_seconds: float = 600.0
+    quantization: str | None = None  # int8 | int4 (torchao) | bnb_int8 | bnb_nf4 (CUDA): encoder and projector Linears
     arch: WhisperArch = field(default_factory=WhisperArch)
+
+    def __post_init__(self) -> None:
+        check_mode(self.quantization, "audio.quantization")
 
 
 def build_whisper(options: WhisperOptions, context: Any) -> Any:

@@ -13,6 +13,7 @@ from torch import nn
 
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, ConfigError, InputError
+from vita_framework.quantization import quantize
 from vita_framework.weights import load_into, read_json, resolve_local_dir
 
 SAMPLE_RATE = 16000
@@ -90,7 +91,8 @@ class WhisperAudioEncoder(nn.Module):
                       ignore_missing=("embed_positions.weight",))
         else:
             warnings.warn("audio 'whisper' has RANDOM weights (no audio.model and no bundle tensors)", stacklevel=2)
-        return module.to(device=context.device, dtype=torch_dtype(context.dtype)).eval()
+        module.to(device=context.device, dtype=torch_dtype(context.dtype)).eval()
+        return quantize(module, options.quantization, device=context.device, dtype=context.dtype, what="audio")
 
     def preprocess(self, waveforms: list[torch.Tensor], sample_rate: int) -> WhisperBatch:
         if sample_rate != SAMPLE_RATE:

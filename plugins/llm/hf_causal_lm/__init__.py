@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vita_framework.hookspecs import hookimpl
+from vita_framework.quantization import check_mode
 
 
 @dataclass
@@ -20,9 +21,12 @@ class HFCausalLMOptions:
     tokenizer: str | None = None   # default: llm.model's, else the bundle's (or the embedded bundle's)
     attn_implementation: str = "sdpa"
     device_map: str | None = None
+    max_memory: dict[Any, Any] | None = None  # with device_map=auto: {0: 20GiB, 1: 20GiB, cpu: 64GiB}
+    quantization: str | None = None  # int8 | int4 (torchao, CPU and CUDA) | bnb_int8 | bnb_nf4 (bitsandbytes, CUDA)
     config: dict[str, Any] = field(default_factory=dict)  # random init / bundle: <arch>Config fields
 
     def __post_init__(self) -> None:
+        check_mode(self.quantization, "llm.quantization")
         if self.tokenizer and not Path(self.tokenizer).expanduser().is_dir():
             raise ValueError(f"llm.tokenizer='{self.tokenizer}' is not a directory; point it at the directory "
                              "holding tokenizer.json / tokenizer_config.json, or drop it to use the checkpoint's")

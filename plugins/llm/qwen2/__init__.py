@@ -8,6 +8,7 @@ from typing import Any
 
 from vita_framework.arch import TransformerArch
 from vita_framework.hookspecs import hookimpl
+from vita_framework.quantization import check_mode
 
 
 @dataclass
@@ -17,16 +18,20 @@ class Qwen2Arch(TransformerArch):
     rope_theta: float = 1e6
     rms_norm_eps: float = 1e-6
     max_position_embeddings: int = 32768
+    tie_word_embeddings: bool = False
 
 
 @dataclass
 class Qwen2Options:
     attn_implementation: str = "sdpa"
     device_map: str | None = None
+    max_memory: dict[Any, Any] | None = None  # with device_map=auto: {0: 20GiB, 1: 20GiB, cpu: 64GiB}
+    quantization: str | None = None  # int8 | int4 (torchao, CPU and CUDA) | bnb_int8 | bnb_nf4 (bitsandbytes, CUDA)
     tokenizer: str | None = None  # tokenizer dir; default: the checkpoint's (or the embedded bundle's)
     arch: Qwen2Arch = field(default_factory=Qwen2Arch)
 
     def __post_init__(self) -> None:
+        check_mode(self.quantization, "llm.quantization")
         if self.tokenizer and not Path(self.tokenizer).expanduser().is_dir():
             raise ValueError(f"llm.tokenizer='{self.tokenizer}' is not a directory; point it at the directory "
                              "holding tokenizer.json / tokenizer_config.json, or drop it to use the checkpoint's")

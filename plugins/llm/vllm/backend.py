@@ -60,7 +60,8 @@ class VLLMOutput:
 class StepDelta:
     """One update of :meth:`VLLMBackbone.agenerate`: the ids generated since the previous update, their
     processed log-probabilities (``[len(token_ids), V]``, only with ``output_scores``), and whether the request
-    has finished (``finish_reason``: ``stop`` at a stop/eos id, ``length`` at ``max_new_tokens``)."""
+    has finished (``finish_reason``: ``stop`` at a stop/eos id, ``length`` at ``max_new_tokens``). With
+    ``llm.engine=offline`` the log-probabilities of every step come with the last update."""
 
     token_ids: list[int]
     finished: bool
@@ -252,7 +253,13 @@ class VLLMBackbone:
         params = self.sampling_params(generation_config, seed=seed, output_scores=output_scores, delta=True)
         queue: asyncio.Queue = asyncio.Queue()
         caller = asyncio.get_running_loop()
-        put = lambda item: caller.call_soon_threadsafe(queue.put_nowait, item)  # noqa: E731
+
+        def put(item: tuple) -> None:
+            try:
+                caller.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the caller's loop is closed: nobody is listening any more
+                pass
+
         if self._async is not None:
             rid = request_id or f"vita-{next(_REQUEST_IDS)}"
 
@@ -261,7 +268,7 @@ class VLLMBackbone:
                     async for out in self._async.generate(prompts[0], params, rid):
                         put(("out", out.outputs[0], out.finished))
                     put(("end", None, True))
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller's loop
+                except BaseException as exc:
                     put(("error", exc, True))
                     if isinstance(exc, asyncio.CancelledError):
                         raise
@@ -278,7 +285,7 @@ class VLLMBackbone:
                     with self._lock:
                         rows = self._collect_offline(prompts, [params], streamer, cancel)
                     put(("final", rows[0], True))
-                except BaseException as exc:  # noqa: BLE001
+                except BaseException as exc:
                     put(("error", exc, True))
 
             future = caller.run_in_executor(None, work)
@@ -295,7 +302,7 @@ class VLLMBackbone:
                     yield StepDelta(list(item), False)
                 elif kind == "final":
                     done = True
-                    ids, logprobs, reason = item
+                    _ids, logprobs, reason = item
                     yield StepDelta([], True, reason, _dense(logprobs, self.vocab_size) if logprobs else None)
                     return
                 else:
@@ -426,7 +433,7 @@ def _shutdown(offline: Any, async_engine: Any, loop: asyncio.AbstractEventLoop |
                 engine.shutdown()
             elif hasattr(getattr(engine, "engine_core", None), "shutdown"):
                 engine.engine_core.shutdown()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:
             pass
     if loop is not None and loop.is_running():
         loop.call_soon_threadsafe(loop.stop)

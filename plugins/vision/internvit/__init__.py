@@ -12,6 +12,7 @@ from typing import Any
 
 from vita_framework.arch import VisionTowerArch
 from vita_framework.hookspecs import hookimpl
+from vita_framework.quantization import check_mode
 
 
 @dataclass
@@ -29,9 +30,11 @@ class InternViTOptions:
     feature_scale: float = 0.5
     attn_implementation: str = "sdpa"
     weights_prefix: str = "model.vision_tower.vision_tower."
+    quantization: str | None = None  # int8 | int4 (torchao) | bnb_int8 | bnb_nf4 (CUDA): the tower's Linear layers
     arch: InternViTArch = field(default_factory=InternViTArch)
 
     def __post_init__(self) -> None:
+        check_mode(self.quantization, "vision.quantization")
         if not 1 <= self.min_tiles <= self.max_tiles:
             raise ValueError(f"vision.min_tiles={self.min_tiles} and vision.max_tiles={self.max_tiles} must "
                              "satisfy 1 <= min_tiles <= max_tiles")

@@ -13,6 +13,7 @@ from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, InputError
 from vita_framework.ops import pixel_shuffle
+from vita_framework.quantization import quantize
 from vita_framework.vision_tower import VisionTower
 from vita_framework.weights import load_into, read_json
 
@@ -99,6 +100,7 @@ class InternViTEncoder(VisionTower):
             warnings.warn("vision 'internvit' has RANDOM weights (no checkpoint given)", stacklevel=2)
             model = InternVLVisionModel(config)
         model.to(device=context.device, dtype=dtype).eval()
+        quantize(model, options.quantization, device=context.device, dtype=context.dtype, what="vision")
         return cls(model, options, image_size, patch_size, mean, std)
 
     # -- preprocessing -------------------------------------------------------------------------------

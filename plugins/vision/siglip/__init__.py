@@ -13,6 +13,7 @@ from typing import Any
 
 from vita_framework.arch import VisionTowerArch
 from vita_framework.hookspecs import hookimpl
+from vita_framework.quantization import check_mode
 
 
 @dataclass
@@ -30,7 +31,11 @@ class SiglipOptions:
     #: -1: last_hidden_state (after the post-layernorm); otherwise hidden_states[select_layer] (0: embeddings)
     select_layer: int = -1
     attn_implementation: str = "sdpa"
+    quantization: str | None = None  # int8 | int4 (torchao) | bnb_int8 | bnb_nf4 (CUDA): the tower's Linear layers
     arch: SiglipArch = field(default_factory=SiglipArch)
+
+    def __post_init__(self) -> None:
+        check_mode(self.quantization, "vision.quantization")
 
 
 def build_siglip(options: SiglipOptions, context: Any) -> Any:

@@ -12,6 +12,7 @@ from torch import nn
 from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, ComponentConfigError, InputError
+from vita_framework.quantization import quantize
 from vita_framework.vision_tower import VisionTower
 from vita_framework.weights import Bundle, load_into, read_json, resolve_local_dir
 
@@ -69,6 +70,7 @@ class SiglipEncoder(VisionTower):
             size = model.config.image_size
             processor = SiglipImageProcessor(size={"height": size, "width": size})
         model.to(device=context.device, dtype=dtype).eval()
+        quantize(model, options.quantization, device=context.device, dtype=context.dtype, what="vision")
         return cls(model, processor, options)
 
     # -- preprocessing -------------------------------------------------------------------------------

@@ -48,6 +48,14 @@ def build_timm(options: TimmVisionOptions, context: Any) -> Any:
         raise ComponentConfigError(
             f"vision.reduce={options.reduce} works on the patch grid only; set vision.drop_prefix_tokens=true"
         )
+    try:
+        import timm  # noqa: F401
+    except (ImportError, RuntimeError, OSError) as exc:  # absent, or its torchvision cannot load
+        raise ComponentConfigError(
+            f"vision=timm needs the timm package, which cannot be imported here ({type(exc).__name__}: {exc}). "
+            "timm needs torchvision; the vLLM venv (scripts/make-vllm-venv) leaves both out on CPU because the "
+            "registry's torchvision build cannot load beside vLLM's CPU torch. Use vision=internvit or "
+            "vision=siglip with llm=vllm, or run vision=timm in the main venv (pip install -e .)") from None
     from .model import TimmVisionEncoder
 
     return TimmVisionEncoder.from_options(options, context)

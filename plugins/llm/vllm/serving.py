@@ -1,0 +1,69 @@
+"""For a server on ``llm=vllm``: one request from :class:`~vita_framework.request.Request` to streamed text,
+with vLLM's continuous batching doing the batching (no batcher of the framework's in between).
+
+::
+
+    from vita_plugins.llm.vllm.serving import astream_request
+
+    if getattr(pipeline.llm, "continuous_batching", False):      # built with llm=vllm llm.engine=async
+        async for update in astream_request(pipeline, request, generation={"max_new_tokens": 64}, seed=0):
+            send(update.text)                                      # new text since the previous update
+        # the last update has finished=True, finish_reason, and the row's ids and token counts
+
+Encoding (``pipeline.prepare``) runs in a worker thread so the event loop keeps serving; leaving the loop early
+aborts the request in vLLM (see :meth:`VLLMBackbone.agenerate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StreamUpdate:
+    """New ``text`` (decoded, special tokens skipped) and ``token_ids`` since the previous update; the totals so
+    far in ``generated_ids``; ``tokens_in`` by modality (from the prepared request); ``logprobs`` of the new
+    steps when asked for."""
+
+    text: str
+    token_ids: list[int]
+    generated_ids: list[int]
+    finished: bool
+    finish_reason: str | None = None
+    tokens_in: dict[str, int] = field(default_factory=dict)
+    logprobs: Any = None
+
+
+def fuse_one(pipeline: Any, prepared: Any) -> Any:
+    """``fusion.fuse`` of one prepared request (no padding): what ``agenerate`` takes."""
+    import torch
+
+    ids = torch.tensor([prepared.input_ids], dtype=torch.long, device=pipeline.llm.device)
+    features = {s: prepared.features.get(s, []) for s in pipeline.placeholder_ids}
+    with torch.inference_mode():
+        return pipeline.fusion.fuse(ids, torch.ones_like(ids), pipeline.llm.embed, features, pipeline.placeholder_ids)
+
+
+async def astream_request(pipeline: Any, request: Any, *, generation: dict[str, Any] | None = None,
+                          seed: int | None = None, output_scores: bool = False) -> AsyncIterator[StreamUpdate]:
+    """Prepare, fuse and generate ``request`` (a :class:`~vita_framework.request.Request`), yielding text as it
+    comes. ``generation`` overrides the pipeline's generation options for this request."""
+    prepared = await asyncio.to_thread(pipeline.prepare, request)
+    fused = await asyncio.to_thread(fuse_one, pipeline, prepared)
+    options = {**pipeline.generation_options, **(generation or {})}
+    config = pipeline.llm.generation_config(options)
+    eos = set(config.eos_token_id or [])
+    tokenizer = pipeline.llm.tokenizer
+    ids: list[int] = []
+    shown = ""
+    async for delta in pipeline.llm.agenerate(fused, config, seed=seed, output_scores=output_scores):
+        ids += delta.token_ids
+        text = tokenizer.decode([i for i in ids if i not in eos], skip_special_tokens=True)
+        # hold back an incomplete multi-byte character until the next ids complete it
+        new = text[len(shown):] if not text.endswith("\ufffd") or delta.finished else ""
+        shown += new
+        yield StreamUpdate(new, delta.token_ids, list(ids), delta.finished, delta.finish_reason,
+                           dict(prepared.tokens), delta.logprobs)
