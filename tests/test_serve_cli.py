@@ -83,3 +83,14 @@ def test_a_misspelt_serve_option_is_refused_before_loading(run_env, tmp_path):
     done = subprocess.run([*SERVE, "serve.engine=spark", f"hydra.run.dir={tmp_path}"], cwd=ROOT, env=run_env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "serve.engine=spark is not supported" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_serve_benchmark_runs(run_env):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve.py"), "--requests", "4", "--concurrency",
+                           "1,2", "--new-tokens", "4", "--models", "default", "--soak", "6", "--soak-concurrency", "3",
+                           "--conversations", "0"], cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = re.findall(r"^default +([12]) +([0-9.]+) +([0-9.]+) .* 0 +0 +[0-9.]+$", done.stdout, flags=re.M)
+    assert [r[0] for r in rows] == ["1", "2"] and all(float(r[2]) > 0 for r in rows), done.stdout
+    assert re.search(r"^soak: 6 requests at concurrency 3: 6 ok, 0 lost, 0 5xx", done.stdout, flags=re.M), done.stdout

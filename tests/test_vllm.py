@@ -185,6 +185,13 @@ def test_cli_with_vllm_in_its_own_engine_process(vllm_python, bundle, vllm_resul
     assert scores.shape[:2] == (1, len(rows[0]["generated_ids"]))
 
 
+def test_sampling_is_seeded_per_call_and_unsupported_options_are_refused(vllm_results):
+    checks = vllm_results[0]["checks"]
+    same, again, other = checks["sampling"]
+    assert same == again and same != other
+    assert "num_beams=2" in checks["beams"] and "llm=qwen2" in checks["beams"]
+
+
 def test_bundle_is_linked_not_copied(vllm_results):
     files = vllm_results[0]["checks"]["model_dir"]
     assert files["model.safetensors"]["link"]  # a symbolic link into the bundle

@@ -213,6 +213,14 @@ def run_checks(bundle: Path) -> dict:
     t0 = time.perf_counter()
     stream.close()  # abandoned: the requests are aborted within a step
     found["abandon_s"] = time.perf_counter() - t0
+    sampling = {"do_sample": True, "temperature": 2.0, "top_p": 1.0, "top_k": 0}  # flat: seeds must matter
+    found["sampling"] = [pipe.generate(**text, seed=seed, generation=sampling).rows[0].generated_ids
+                         for seed in (3, 3, 4)]
+    try:
+        pipe.generate(**text, generation={"num_beams": 2})
+        found["beams"] = "accepted"
+    except VitaError as exc:
+        found["beams"] = str(exc)
     model_dir = pipe.llm.model_dir
     config = json.loads((model_dir / "config.json").read_text())
     config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]

@@ -69,7 +69,7 @@ class VLLMOptions:
 
 
 def build_vllm(options: VLLMOptions, context: Any) -> Any:
-    from .backend import build_vllm_backbone
+    from .build import build_vllm_backbone
 
     return build_vllm_backbone(options, context)
 

@@ -59,11 +59,15 @@ async def astream_request(pipeline: Any, request: Any, *, generation: dict[str, 
     tokenizer = pipeline.llm.tokenizer
     ids: list[int] = []
     shown = ""
-    async for delta in pipeline.llm.agenerate(fused, config, seed=seed, output_scores=output_scores):
-        ids += delta.token_ids
-        text = tokenizer.decode([i for i in ids if i not in eos], skip_special_tokens=True)
-        # hold back an incomplete multi-byte character until the next ids complete it
-        new = text[len(shown):] if not text.endswith("\ufffd") or delta.finished else ""
-        shown += new
-        yield StreamUpdate(new, delta.token_ids, list(ids), delta.finished, delta.finish_reason,
-                           dict(prepared.tokens), delta.logprobs)
+    stream = pipeline.llm.agenerate(fused, config, seed=seed, output_scores=output_scores)
+    try:
+        async for delta in stream:
+            ids += delta.token_ids
+            text = tokenizer.decode([i for i in ids if i not in eos], skip_special_tokens=True)
+            # hold back an incomplete multi-byte character until the next ids complete it
+            new = text[len(shown):] if not text.endswith("\ufffd") or delta.finished else ""
+            shown += new
+            yield StreamUpdate(new, delta.token_ids, list(ids), delta.finished, delta.finish_reason,
+                               dict(prepared.tokens), delta.logprobs)
+    finally:
+        await stream.aclose()  # left early: the request is aborted now, not when the generator is collected
