@@ -11,7 +11,8 @@ For each model (the embedded default bundle; a random mid-size LLM, 8 layers of 
 ``--new-tokens`` tokens: no eos, no stop tokens), then sends ``--requests`` streaming requests, half text and
 half with a 224-px synthetic image, from ``c`` client threads for each ``c`` of ``--concurrency``, and reports
 requests/s, generated tokens/s, p50/p99 latency and time to first token (client side: request sent to first
-content event). Target: tokens/s at concurrency 8 >= 3x concurrency 1 on the mid-size model.
+content event, or the end of an empty answer). Target: tokens/s at concurrency 8 >= 3x concurrency 1 on the
+mid-size model.
 
 Then, on the default model: ``--soak`` requests at ``--soak-concurrency``, counting lost requests (no answer or
 a broken stream) and 5xx, and the server's resident memory before (after the warm-up runs) and after (target:
@@ -153,8 +154,8 @@ def stream_request(url: str, messages: list[dict], max_tokens: int | None = None
                 if "error" in event:
                     out["status"] = 500
                     break
-                for choice in event.get("choices", []):
-                    if choice["delta"].get("content") and out["ttft"] is None:
+                for choice in event.get("choices", []):  # the first token: text, or the end of an empty answer
+                    if (choice["delta"].get("content") or choice.get("finish_reason")) and out["ttft"] is None:
                         out["ttft"] = time.perf_counter() - t0
                     out["text"] += choice["delta"].get("content") or ""
                 if event.get("usage"):
@@ -229,7 +230,7 @@ def main() -> None:
     print(f"{'model':10} {'conc':>4} {'req/s':>7} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} {'ttft50':>7} "
           f"{'ttft99':>7} {'lost':>4} {'5xx':>4} {'rows/batch':>10}")
     tmp = tempfile.mkdtemp(prefix="vita-serve-bench-")
-    for name in args.models.split(","):
+    for name in [m for m in args.models.split(",") if m]:
         server = Server([*MODELS[name], *fixed], f"{tmp}/{name}", args.threads)
         try:
             load(server.url, requests[:4], 4)  # warm-up
@@ -259,7 +260,8 @@ def main() -> None:
             server.stop()
     if args.conversations:
         for label, extra in (("cache", []), ("no cache", ["serve.encoder_cache_mb=0"])):
-            server = Server([*BASE, "vision.max_tiles=6", *extra], f"{tmp}/conv-{label}", args.threads)
+            server = Server([*BASE, "vision.max_tiles=6", f"serve.batch_wait_ms={args.batch_wait_ms}", *extra],
+                            f"{tmp}/conv-{label}", args.threads)
             try:
                 conversation_ttft(server.url, 1)  # warm-up
                 one, two = conversation_ttft(server.url, args.conversations)

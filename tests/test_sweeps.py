@@ -143,14 +143,17 @@ def test_peak_memory_is_the_jobs_own_not_the_process_peak(monkeypatch, method):
         monkeypatch.setattr(peak_memory, "_reset_hwm", lambda: (_ for _ in ()).throw(OSError("refused")))
     meter = peak_memory.PeakMemory(interval_s=0.002)
     meter.start()
+    baseline = meter.peak_mb()
     block = bytearray(300 * 2**20)
     for i in range(0, len(block), 4096):  # touch every page: resident
         block[i] = 1
-    time.sleep(0.05)
+    deadline = time.monotonic() + 10  # a loaded machine may run the sampler late: wait until it has seen the block
+    while meter.peak_mb() - baseline < 250 and time.monotonic() < deadline:
+        time.sleep(0.01)
     first = meter.peak_mb()
     del block
     meter.start()  # the next job
-    time.sleep(0.02)
+    time.sleep(0.05)
     second = meter.peak_mb()
     meter.stop()
     assert first - second > 250, (first, second, meter.method)
