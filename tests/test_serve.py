@@ -104,7 +104,7 @@ def test_sixteen_concurrent_mixed_requests_equal_their_sequential_answers(server
     after = app.state.metrics.batch_size.collect()[0].samples
     count = {s.name: s.value for s in after}["vita_batch_size_count"] - \
         {s.name: s.value for s in before}["vita_batch_size_count"]
-    assert count < 16  # the 16 requests ran in fewer, larger batches
+    assert count <= 4  # the 16 requests ran in a few batches (max_batch_size 8), not one by one
 
 
 def test_single_turn_image_then_text_is_the_cli_prompt(pipe):

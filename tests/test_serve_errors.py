@@ -158,6 +158,13 @@ def test_full_queue_is_429_with_retry_after(pipe, monkeypatch):
         assert chat(url, GOOD, max_tokens=4)[0] == 200
 
 
+def _wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def _read_tokens(response, n):
     """Read a stream's raw lines (chunked encoding and all) until ``n`` content deltas have arrived."""
     seen = 0
@@ -189,9 +196,20 @@ def test_disconnect_cancels_within_a_step_and_the_batch_mate_goes_on(monkeypatch
 
     monkeypatch.setattr(app_module, "Job", RecordingJob)
     alone = pipe.generate("What shape is red?", images=[SAMPLE_IMAGE], max_new_tokens=24).text
+    gate, holding, real = threading.Event(), threading.Event(), pipe.prepare
+
+    def held(request):  # the first request holds the engine until the stream and its batch-mate are queued
+        holding.set()
+        gate.wait(30)
+        return real(request)
+
+    monkeypatch.setattr(pipe, "prepare", held)
     steps[0] = 0  # decode steps (LLM forwards) of the server's generations from here
     try:
-        with serving(pipe, max_batch_size=4, batch_wait_ms=300) as (url, _):
+        with serving(pipe, max_batch_size=4) as (url, app):
+            holder = threading.Thread(target=lambda: chat(url, GOOD, max_tokens=1))
+            holder.start()
+            assert holding.wait(30)
             mate = []
             mate_thread = threading.Thread(target=lambda: mate.append(chat(url, image_question(
                 _image(), "What shape is red?"), max_tokens=24)))
@@ -200,13 +218,17 @@ def test_disconnect_cancels_within_a_step_and_the_batch_mate_goes_on(monkeypatch
             conn.request("POST", "/v1/chat/completions", body=json.dumps({
                 "messages": [{"role": "user", "content": "Tell me a story."}], "stream": True}),
                 headers={"Content-Type": "application/json"})
+            _wait_for(lambda: app.state.scheduler.queue_length() == 1)
             mate_thread.start()
+            _wait_for(lambda: app.state.scheduler.queue_length() == 2)
+            gate.set()  # the next batch: the stream and its batch-mate
             response = conn.getresponse()
             assert response.status == 200
             _read_tokens(response, 2)  # two tokens of the stream, then the client goes away
             conn.sock.shutdown(2)
             conn.close()
             mate_thread.join(120)
+            holder.join(60)
             status, body = mate[0]
             assert status == 200
             assert answer(body) == alone and body["usage"]["completion_tokens"] == 24  # as alone
@@ -214,8 +236,8 @@ def test_disconnect_cancels_within_a_step_and_the_batch_mate_goes_on(monkeypatch
             deadline = time.monotonic() + 30
             while not cancelled_at and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert cancelled_at and 2 <= cancelled_at[0] < 24
-            assert steps[0] <= 25  # the batch ran the batch-mate's 24 tokens, not the stream's 1024
+            assert cancelled_at and 3 <= cancelled_at[0] < 25
+            assert steps[0] <= 1 + 25  # the holder's step, then the batch-mate's 24 tokens: not the stream's 1024
             lone = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
             lone.request("POST", "/v1/chat/completions", body=json.dumps({"messages": GOOD, "stream": True}),
                          headers={"Content-Type": "application/json"})

@@ -1,14 +1,14 @@
 """Dynamic batching: concurrent requests gathered into left-padded batches and run on one engine thread.
 
 The engine thread takes the first waiting request, then keeps gathering until ``max_batch_size`` requests are
-in hand or ``batch_wait_ms`` have passed since the first one arrived (a request that already waited for a busy
-engine does not wait again). When requests arrive sparsely (on average more than ``SPARSE`` waits apart), no
-batch-mate is likely to come and the first one starts at once. Each is prepared (:meth:`Pipeline.prepare`: its media
-loaded and encoded, through the encoder cache), then the batch runs as one generation per group of requests
-that sample alike (greedy requests all together; sampling ones by temperature and top-p; a seeded sampling
-request alone, so its draw is the one it gets alone), each row with its own token limit, stop strings and
-cancel event (:meth:`Pipeline.generate_rows`). Rows of a left-padded batch are independent, so a greedy answer
-is the one the request gets alone.
+in hand or ``batch_wait_ms`` have passed, but waits only while fewer requests are in hand than the largest of
+the last ``RECENT`` batches: when requests come one at a time (a single client's conversation), nothing waits
+for batch-mates that are not coming (requests queued behind a busy engine still join the next batch). Each
+request is prepared (:meth:`Pipeline.prepare`: its media loaded and encoded, through the encoder cache), then
+the batch runs as one generation per group of requests that sample alike (greedy requests all together;
+sampling ones by temperature and top-p; a seeded sampling request alone, so its draw is the one it gets alone),
+each row with its own token limit, stop strings and cancel event (:meth:`Pipeline.generate_rows`). Rows of a
+left-padded batch are independent, so a greedy answer is the one the request gets alone.
 
 Back-pressure: at most ``max_queue`` requests wait; beyond that :meth:`Scheduler.submit` raises
 :class:`QueueFull` (the app answers 429 with ``Retry-After``). A job talks to its HTTP handler through an
@@ -18,6 +18,7 @@ asyncio queue of events: ``started`` (its prompt tokens), ``text`` pieces, then 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import queue
@@ -32,8 +33,8 @@ from .protocol import APIError, ChatParams, MediaStore
 
 log = logging.getLogger(__name__)
 ENGINE_THREAD_NAME = "vita-serve-engine"
-#: arrivals further apart than this many batch waits (a running mean) start without waiting for batch-mates
-SPARSE = 4.0
+#: a batch waits for batch-mates only while it is smaller than the largest of this many previous batches
+RECENT = 8
 
 
 class QueueFull(Exception):
@@ -89,7 +90,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._batch_s = 1.0  # a running mean of batch durations, for Retry-After
-        self._gap_s, self._last_arrival = 0.0, None  # a running mean of the time between arrivals
+        self._recent: collections.deque[int] = collections.deque([1], maxlen=RECENT)
         defaults = pipeline.llm.generation_config(pipeline.generation_options)
         self.default_max_tokens = int(defaults.max_new_tokens or 20)
         self.sampling_by_default = bool(pipeline.generation_options.get("do_sample", defaults.do_sample))
@@ -118,9 +119,6 @@ class Scheduler:
             self._queue.put_nowait(job)
         except queue.Full:
             raise QueueFull(max(1, math.ceil(self._batch_s))) from None
-        if self._last_arrival is not None:
-            self._gap_s = 0.7 * self._gap_s + 0.3 * (job.arrived - self._last_arrival)
-        self._last_arrival = job.arrived
 
     # -- the engine thread -------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -129,15 +127,15 @@ class Scheduler:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            batch = [first]
-            sparse = self._gap_s > SPARSE * self.batch_wait_s and self._queue.empty()
-            deadline = first.arrived + (0.0 if sparse else self.batch_wait_s)  # from its arrival, as Ray Serve
+            batch, expected = [first], max(self._recent)
+            deadline = time.perf_counter() + self.batch_wait_s
             while len(batch) < self.max_batch_size:
-                remaining = deadline - time.perf_counter()
+                remaining = deadline - time.perf_counter() if len(batch) < expected else 0.0
                 try:
                     batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._recent.append(len(batch))
             t0 = time.perf_counter()
             try:
                 self._run(batch)
