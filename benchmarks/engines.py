@@ -35,6 +35,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "golden"
 GOLDEN_CKPT = GOLDEN / "ckpt"
+sys.path.insert(0, str(ROOT / "tests"))
+from vllm_side import frames_dir  # noqa: E402  the parity script's golden frame directory
+
 MID = ["llm.arch.hidden_size=512", "llm.arch.num_hidden_layers=8", "llm.arch.intermediate_size=1376",
        "llm.arch.num_attention_heads=8", "llm.arch.num_key_value_heads=4"]
 BASE = ["+experiment=vita15", "audio=whale", "lazy=[]", "device=cpu", "dtype=float32", "vision.max_tiles=1",
@@ -59,18 +62,6 @@ def make_bundle(out: Path) -> Path:
     train = out / "audio-encoder-tiny" / "train.yaml"  # the golden whale adapts to width 64; ours to 512
     train.write_text(train.read_text().replace("llm_embed_dim: 64", "llm_embed_dim: 512"))
     return out
-
-
-def frames_dir(out: Path) -> Path:
-    import numpy as np
-    from PIL import Image
-
-    target = out / "frames"
-    if not target.is_dir():
-        target.mkdir(parents=True)
-        for i, frame in enumerate(np.load(GOLDEN / "case4_video_sf" / "video_frames_u8.npz")["frames"]):
-            Image.fromarray(frame).save(target / f"{i:03d}.png")
-    return target
 
 
 def make_requests(work: Path) -> list:
