@@ -54,7 +54,7 @@ class PeakMemory:
         self.interval_s = interval_s
         self.method = "ru_maxrss (process peak since start; not reset per job)"
         self._host = "ru_maxrss"
-        self._sampled = 0.0
+        self._sampled = [0.0]  # one holder per job: a stopping sampler can only write into its own job's holder
         self._stop: threading.Event | None = None
 
     def start(self) -> None:
@@ -71,18 +71,19 @@ class PeakMemory:
         except OSError:
             pass
         try:
-            self._sampled = _rss_mb()
+            self._sampled = [_rss_mb()]
         except OSError:
             self._host = "ru_maxrss"
             return
         self._host = "sampled"
         self._stop = threading.Event()
-        threading.Thread(target=self._sample, args=(self._stop,), name="vita-peak-memory", daemon=True).start()
+        args = (self._stop, self._sampled)
+        threading.Thread(target=self._sample, args=args, name="vita-peak-memory", daemon=True).start()
 
-    def _sample(self, stop: threading.Event) -> None:
+    def _sample(self, stop: threading.Event, holder: list[float]) -> None:
         while not stop.wait(self.interval_s):
             try:
-                self._sampled = max(self._sampled, _rss_mb())
+                holder[0] = max(holder[0], _rss_mb())
             except OSError:
                 return
 
@@ -103,7 +104,7 @@ class PeakMemory:
             return _hwm_mb()
         if self._host == "sampled":
             self.method = f"RSS sampled from /proc/self/statm every {self.interval_s * 1000:.0f} ms during the job"
-            self._sampled = max(self._sampled, _rss_mb())
-            return self._sampled
+            self._sampled[0] = max(self._sampled[0], _rss_mb())
+            return self._sampled[0]
         self.method = "ru_maxrss (process peak since start; not reset per job)"
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
