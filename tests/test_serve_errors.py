@@ -181,7 +181,14 @@ def test_disconnect_cancels_within_a_step_and_the_batch_mate_goes_on(monkeypatch
 
     pipe = build_cached(*LONG)
     steps = [0]
-    hook = pipe.llm.model.register_forward_pre_hook(lambda module, args: steps.__setitem__(0, steps[0] + 1))
+
+    def count(module, args, kwargs):  # generation steps: one new position each (the server prefills the rest of
+        embeds = kwargs.get("inputs_embeds")  # each prompt row by row beforehand, from shared prefix states)
+        ids = kwargs.get("input_ids")
+        if (embeds if embeds is not None else ids).shape[1] == 1:
+            steps[0] += 1
+
+    hook = pipe.llm.model.register_forward_pre_hook(count, with_kwargs=True)
     cancelled_at: list[int] = []
 
     class RecordingEvent(threading.Event):

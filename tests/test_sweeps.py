@@ -70,6 +70,13 @@ def test_eval_dataset_scores_each_run(tmp_path, run_env):
     assert result["eval"]["n"] == 2 and result["eval"]["metric"] == "contains"
     assert result["eval"]["score"] == result["eval"]["contains"]
     assert [r["expected"] for r in result["rows"]] == ["red", "hi"]
+    # the report: accuracy (the eval score) and visual tokens per image (one image among the two rows), plotted
+    with open(out / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    image_tokens = result["rows"][0]["tokens_in"]["image"]
+    assert [(float(r["accuracy"]), float(r["visual_tokens"])) for r in rows] == [
+        (e["score"], float(image_tokens)) for e in entries]
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_joblib_launcher_runs_the_sweep(tmp_path, run_env):
@@ -123,10 +130,12 @@ def test_summary_has_a_column_per_swept_override_and_a_csv(tmp_path, capsys):
     with open(tmp_path / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["job", "status", "vision.max_tiles", "experiment", "fusion", "tokens_in", "tokens_out",
-                             "ttft_ms", "tokens_per_s", "peak_mb", "score", "answer", "error"]
+                             "ttft_ms", "tokens_per_s", "peak_mb", "score", "accuracy", "visual_tokens", "answer",
+                             "error"]
     assert [(r["job"], r["vision.max_tiles"], r["peak_mb"], r["answer"]) for r in rows] == [
         ("0", "1", "810.0", "a red circle"), ("1", "6", "640.5", "two"), ("2", "6", "700.0", "a red circle")]
-    assert rows[0]["ttft_ms"] == "50.0" and rows[0]["tokens_in"] == "100"
+    assert rows[0]["ttft_ms"] == "50.0" and rows[0]["tokens_in"] == "100" and rows[0]["accuracy"] == ""
+    assert "summary.png not drawn: no job has both accuracy and visual tokens" in out
     entries = _results(tmp_path)
     assert entries[1]["params"]["vision.max_tiles"] == "6"
 

@@ -226,3 +226,66 @@ def test_golden_checkpoint_head_dim(vllm_results):
     """The golden checkpoint (head_dim 16) is what the head-size check refused above."""
     config = json.loads((GOLDEN_CKPT / "config.json").read_text())
     assert config["hidden_size"] // config["num_attention_heads"] == 16
+
+
+def test_server_on_vllm_hands_each_request_to_its_continuous_batching(vllm_python, bundle, vllm_results, tmp_path):
+    """``python -m vita_framework.serve ... llm=vllm llm.engine=async``: no framework batcher; concurrent requests
+    join vLLM's running batch and get the answers the offline engine gives them (VITA's demo decoding); a
+    request's own max_tokens still ends it."""
+    import re
+    import threading
+
+    from serve_helpers import call, png_url
+    from vllm_side import BASE, IMAGE, VLLM
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env.pop("VIRTUAL_ENV", None)
+    overrides = [*BASE, f"checkpoint={bundle}", *[o for o in VLLM if not o.startswith("llm.engine_process")],
+                 "llm.engine=async", "serve.port=0", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen([str(vllm_python), "-m", "vita_framework.serve", *overrides], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines, url = [], None
+        while url is None:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "the server exited:\n" + "".join(lines[-30:])
+            lines.append(line)
+            found = re.search(r"serving '[^']*' on (http://\S+)", line)
+            url = found.group(1) if found else None
+        threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+        assert any("continuous batching" in line for line in lines), "".join(lines[-10:])
+        from PIL import Image
+
+        image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_url(Image.open(IMAGE))}},
+                                              {"type": "text", "text": "What is in the picture?"}]}]
+        text = [{"role": "user", "content": "Tell me a story about a cat."}]
+        asks = {"text": {"messages": text}, "image": {"messages": image, "stream": True},
+                "short": {"messages": text, "max_tokens": 3}, "text2": {"messages": text}}
+        got: dict = {}
+        threads = [threading.Thread(target=lambda k=k, body=body: got.__setitem__(
+            k, call(url, "/v1/chat/completions", body))) for k, body in asks.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        demo = vllm_results[0]["backends"]["vllm"]["demo"]
+        for key, case in (("text", "text"), ("text2", "text")):
+            status, _, body = got[key]
+            assert status == 200, body
+            assert body["choices"][0]["message"]["content"] == demo[case]["texts"][0]
+            assert body["usage"]["completion_tokens"] == len(demo[case]["ids"][0])
+        status, _, streamed = got["image"]
+        assert status == 200 and streamed.rstrip().endswith("data: [DONE]")
+        events = [json.loads(line[6:]) for line in streamed.splitlines()
+                  if line.startswith("data: {")]
+        pieces = [e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices")]
+        assert len(pieces) > 3 and "".join(pieces) == demo["image"]["texts"][0]  # streamed, joined
+        status, _, body = got["short"]
+        assert body["usage"]["completion_tokens"] == 3 and body["choices"][0]["finish_reason"] == "length"
+        status, _, metrics = call(url, "/metrics", method="GET")
+        assert 'vita_requests_total{status="200"} 4.0' in metrics
+        joined = dict(re.findall(r"^vita_batch_size_(sum|count) (\S+)$", metrics, flags=re.M))
+        assert float(joined["count"]) == 4 and float(joined["sum"]) > 4  # requests joined a running batch
+    finally:
+        proc.terminate()
+        proc.wait(60)

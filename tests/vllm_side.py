@@ -142,10 +142,10 @@ def run_async(bundle: Path, requests: dict[str, list[dict]]) -> dict:
     assert pipe.llm.continuous_batching
     config = pipe.llm.generation_config(dict(pipe.generation_options))
 
-    from vita_plugins.llm.vllm.serving import fuse_one
+    from vita_framework.serve.continuous import fuse_request
 
     def fused_row(item: dict):
-        return fuse_one(pipe, pipe.prepare(Request(**item)))
+        return fuse_request(pipe, pipe.prepare(Request(**item)))
 
     async def answer(item: dict) -> dict:
         ids, steps, reason = [], 0, None

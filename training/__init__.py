@@ -1,26 +1,30 @@
-"""``python -m vita_framework.train``: train the tiny bundle on synthetic shapes and write it in the VITA layout.
+"""``python -m vita_framework.train``: train a bundle of any composition on synthetic shapes, in the VITA layout.
 
 Why: the embedded default bundle used to have random weights, so the default command answered noise. Training
 it on :mod:`vita_training.synthetic` makes the default answer correctly, and makes the tests able to check that
-the image really flows through tower, projector and fusion into the LLM.
+the image really flows through tower, projector and fusion into the LLM. The same trainer takes the inference
+app's component overrides (``+vision=timm``, ``projector=...``, ``fusion=...``), so a swapped component gets the
+weights it needs and a design-space sweep compares trained compositions.
 
-The run (a pure function of the config; see ``training/conf/config.yaml``):
+The run (a pure function of the config; see ``training/conf/config.yaml`` and the ``train`` presets):
 
-1. train a byte-level BPE on the prompts and the dataset's text; initialise the modules of ``arch``;
-2. write them as a bundle and build the pipeline from it with :func:`vita_framework.build` -- the very
-   loader, components and fusion generation uses -- and check that training tokenises a prompt exactly as
-   ``pipeline.prepare`` does;
-3. warm the tower and projector up on dense region labels (:mod:`vita_training.warmup`), then train
-   the selected modules on answer tokens only (:mod:`vita_training.loop`);
-4. score held-out questions by generation, pick the shipped sample scene, write the bundle from the components'
-   ``checkpoint_state()`` (training config, seed, data version, timings and accuracy in ``bundle_info.json``),
-   reload it and check it answers the same.
+1. plan it from the configs alone (:mod:`vita_training.composition`): which parts start from the starting
+   bundle, which start fresh; refuse, before anything is built, what cannot be trained as asked;
+2. write the starting bundle (:mod:`vita_training.start`: ``init=random`` trains a byte-level BPE and
+   initialises ``arch``; ``init=default`` takes the embedded default's LLM and tokenizer) and build the pipeline
+   from it with :func:`vita_framework.build` -- the very loader, components and fusion generation uses -- and
+   check that training tokenises a prompt exactly as ``pipeline.prepare`` does;
+3. run the stages (:mod:`vita_training.stages`): region-label warm-up, projector alignment, answers;
+4. score held-out questions by generation, write the bundle from the components' ``checkpoint_state()``
+   (training config, seed, data version, timings and accuracy in ``bundle_info.json``), reload it, check it
+   answers the same, measure its time to first token, and write the job's ``result.json``.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,95 +51,130 @@ def pick_sample(pipeline: Any, n_shapes: int, limit: int = 200) -> Any:
     return None
 
 
-def run(cfg: Any) -> dict[str, Any]:
-    """Train per ``cfg`` (the composed training config); returns the bundle_info written."""
+def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train per ``cfg`` (the composed training config; ``task_overrides``: the command line's overrides, for the
+    bundle's load command); returns the job's result (also written to ``result.json`` beside the bundle)."""
+    from .composition import check_warmup, plan_run, run_config
+
+    plan = plan_run(cfg, list(task_overrides or []))  # every refusal before anything is built or written
+    for note in plan.warnings:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
     import torch
     from omegaconf import OmegaConf
 
     from vita_training import synthetic
 
-    from .bundle import (
-        Architecture,
-        build_pipeline,
-        component_tensors,
-        weight_prefixes,
-        write_bundle,
-        write_random_bundle,
-    )
-    from .loop import Trainer, fit, generated_accuracy
-    from .warmup import replay_initial_rng, warm_up_vision
+    from . import report
+    from .bundle import Architecture, component_tensors, weight_prefixes, write_bundle, write_random_bundle
+    from .loop import Trainer
+    from .stages import train_stages
+    from .start import derive
+    from .warmup import replay_initial_rng
 
     torch.set_num_threads(int(cfg.threads))
+    seed, device = int(cfg.seed), str(cfg.device)
     out = Path(str(cfg.output_dir)).resolve()
     work = out.with_name(out.name + ".init")
     arch = Architecture(**OmegaConf.to_container(cfg.arch, resolve=True))
-    n_tokens, _ = write_random_bundle(work / "bundle", work / "tokenizer", arch, int(cfg.tokenizer_vocab),
-                                      int(cfg.seed), info={"weights": "random", "seed": int(cfg.seed)})
-    pipe, run_cfg = build_pipeline(work / "bundle", str(cfg.device), int(cfg.seed))
-    trainer = Trainer(pipe, train_vision=bool(cfg.train.vision), train_projector=bool(cfg.train.projector),
-                      train_llm=bool(cfg.train.llm))
+    if plan.init == "random":
+        write_random_bundle(work / "bundle", work / "tokenizer", arch, int(cfg.tokenizer_vocab), seed,
+                                          info={"weights": "random", "seed": seed})
+        base = work / "bundle"
+    else:
+        base = default_bundle_path()
+    start = derive(base, work / "start", run_config(cfg, "null"), plan.replaced, seed=seed)
+
+    def load(checkpoint: Path) -> tuple[Any, Any]:
+        import warnings
+
+        import vita_framework
+
+        run_cfg = run_config(cfg, checkpoint, device=device, seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return vita_framework.build(config=run_cfg), run_cfg
+
+    pipe, run_cfg = load(start)
+    learn = cfg.learn
+    trainer = Trainer(pipe, train_vision=bool(learn.vision), train_projector=bool(learn.projector),
+                      train_llm=bool(learn.llm))
     trainer.check_prompt(synthetic.example("train", 0))
     trainer.check_shared_prefix(trainer.batch([synthetic.scene_examples("train", i, 2) for i in range(3)]))
-    sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in trainer.modules.items()}
-    print(f"parameters: {sizes}; tokenizer {n_tokens} tokens; {trainer.tokens_per_tile} image tokens per tile; "
+    check_warmup(trainer, int(cfg.vision_warmup.steps))
+    sizes = report.parameters(trainer)
+    print(f"composition: {' '.join(plan.load_overrides)}; init={plan.init}; fresh: {sorted(plan.untrained) or '-'}; "
+          f"parameters: {sizes}; {trainer.image_rows} image tokens per tile in the LLM; "
           f"prompt prefix shared over the batch: {trainer.prefix_len} tokens", flush=True)
 
-    replay_initial_rng(trainer, int(cfg.seed))
+    replay_initial_rng(trainer, seed)
     t0 = time.perf_counter()
-    vision_cfg = cfg.vision_warmup
-    history = warm_up_vision(trainer, steps=int(vision_cfg.steps), images_per_step=int(vision_cfg.images_per_step),
-                             lr=float(vision_cfg.lr), weight_decay=float(cfg.weight_decay),
-                             grad_clip=float(cfg.grad_clip), log_every=int(cfg.log_every),
-                             log=lambda line: print(line, flush=True))
-    history += fit(trainer, steps=int(cfg.steps), images_per_step=int(cfg.images_per_step),
-                  questions_per_image=int(cfg.questions_per_image), lr=float(cfg.lr),
-                  warmup_steps=int(cfg.warmup_steps), min_lr_ratio=float(cfg.min_lr_ratio),
-                  weight_decay=float(cfg.weight_decay), grad_clip=float(cfg.grad_clip),
-                  curriculum=[tuple(c) for c in OmegaConf.to_container(cfg.curriculum, resolve=True)],
-                  log_every=int(cfg.log_every), eval_every=int(cfg.eval_every),
-                  log=lambda line: print(line, flush=True))
+    history, stage_s = train_stages(trainer, cfg)
     train_s = time.perf_counter() - t0
 
     heldout = synthetic.examples("heldout", int(cfg.heldout))
-    accuracy, texts = generated_accuracy(pipe, heldout)
-    by_kind = {}
-    for kind in synthetic.QUESTION_KINDS:
-        marks = [synthetic.is_correct(t, e.answer) for t, e in zip(texts, heldout) if e.kind == kind]
-        by_kind[kind] = round(sum(marks) / len(marks), 4) if marks else None
+    accuracy, by_kind = report.score(pipe, heldout)
     print(f"held-out accuracy (generated, {len(heldout)} questions): {accuracy:.3f} {by_kind}", flush=True)
-    sample = pick_sample(pipe, int(cfg.sample_shapes))
+    sample = pick_sample(pipe, int(cfg.sample_shapes)) if plan.default_recipe else None
 
     info = {
-        "weights": "trained", "data": synthetic.DATA_VERSION, "seed": int(cfg.seed),
-        "built_by": "python -m vita_framework.train", "train_seconds": round(train_s, 1),
-        "torch_threads": int(cfg.threads), "parameters": sizes,
+        "weights": "trained", "data": synthetic.DATA_VERSION, "seed": seed,
+        "built_by": "python -m vita_framework.train", "train_seconds": round(train_s, 1), "stage_seconds": stage_s,
+        "torch_threads": int(cfg.threads), "parameters": {k: v for k, v in sizes.items() if k != "total"},
         "heldout_accuracy": round(accuracy, 4), "heldout_accuracy_by_kind": by_kind, "heldout_questions": len(heldout),
         "final_loss": history[-1]["loss"] if history else None,
         "sample": None if sample is None else {"split": "heldout", "index": sample.index,
                                                "question": synthetic.DESCRIBE, "answer": sample.scene.description()},
+        "init": plan.init, "run_overrides": ["+audio=none", *plan.load_overrides],
         "train_config": OmegaConf.to_container(cfg, resolve=True),
         "note": "trained on synthetic shapes: answers questions about vita_training.synthetic scenes only",
     }
-    tensors = component_tensors({"vision": pipe.vision, "projector": pipe.projector, "llm": pipe.llm},
-                                weight_prefixes(run_cfg))
-    size = write_bundle(out, arch=arch, tensors=tensors, tokenizer_dir=work / "tokenizer", info=info,
-                        repetition_penalty=float(cfg.repetition_penalty))
+    if plan.default_recipe:  # the shipped layout, byte for byte
+        tensors = component_tensors({"vision": pipe.vision, "projector": pipe.projector, "llm": pipe.llm},
+                                    weight_prefixes(run_cfg))
+        write_bundle(out, arch=arch, tensors=tensors, tokenizer_dir=work / "tokenizer", info=info,
+                     repetition_penalty=float(cfg.repetition_penalty))
+    else:
+        save_trained(pipe, out, start, run_cfg, info)
     sample_path = out.parent / "sample.png"
     if sample is not None:
         sample.image().save(sample_path, optimize=True)
-    reloaded, _ = build_pipeline(out, str(cfg.device), int(cfg.seed))
-    again, _ = generated_accuracy(reloaded, heldout)
+    reloaded, _ = load(out)
+    again, _ = report.score(reloaded, heldout)
     if abs(again - accuracy) > 1e-9:
         raise RuntimeError(f"the written bundle answers {again:.3f} of held-out questions, in memory {accuracy:.3f}")
-    shutil.rmtree(work)
+    measured = report.latency(reloaded)
+    shutil.rmtree(work, ignore_errors=True)
     (out.parent / "history.json").write_text(json.dumps(history, indent=1))
-    print(f"wrote {out} ({size / 1e6:.2f} MB) and {sample_path}; trained {train_s:.0f}s; "
-          f"held-out accuracy {accuracy:.3f}", flush=True)
+    command = report.load_command(out, plan.load_overrides)
+    result = {"status": "ok", "bundle": str(out), "load_command": command, "accuracy": round(accuracy, 4),
+              "accuracy_by_kind": by_kind, "heldout_questions": len(heldout), **measured, "parameters": sizes,
+              "trained": sorted(({"projector"} if int(cfg.align.steps) > 0 else set())
+                                | {k for k in ("vision", "projector", "llm") if learn[k]}),
+              "train_s": round(train_s, 1), "stage_s": stage_s, "init": plan.init, "fresh": sorted(plan.untrained)}
+    report.write_result(out.parent, result)
+    print(f"wrote {out}; trained {train_s:.0f}s; held-out accuracy {accuracy:.3f}; {measured['visual_tokens']} "
+          f"visual tokens per image; time to first token {measured['ttft_ms']:.1f} ms\nload it with: {command}",
+          flush=True)
     if cfg.ship:
         if sample is None:
             raise RuntimeError(f"not shipped: no held-out scene with {cfg.sample_shapes} shapes is described correctly")
         ship(out, sample_path)
-    return info
+    return result
+
+
+def save_trained(pipeline: Any, out: Path, start: Path, run_cfg: Any, info: dict[str, Any]) -> None:
+    """Any composition's bundle: every component's ``checkpoint_state()`` under the prefix it claims
+    (:func:`vita_framework.saving.save_bundle`), configs and tokenizer from the starting bundle."""
+    from vita_framework.saving import save_bundle
+
+    from .start import describe
+
+    if out.exists():
+        shutil.rmtree(out)
+    save_bundle(pipeline, out, source=start)
+    describe(out, run_cfg, pipeline.vision)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    (out / "bundle_info.json").write_text(json.dumps({**info, "bytes": size}, indent=2) + "\n")
 
 
 def ship(bundle: Path, sample: Path) -> None:

@@ -35,6 +35,7 @@ class Batch:
     ids: torch.Tensor           # [rows, width] right-padded; image placeholders expanded
     targets: torch.Tensor       # [rows, width] bool: position holds an answer token (or its <|im_end|>)
     image_of_row: list[int]     # which image each row asks about
+    scenes: list[Any] | None = None  # the scene of each image (the key of the frozen-tower feature cache)
 
 
 class Trainer:
@@ -53,14 +54,24 @@ class Trainer:
         self.placeholder_ids = pipeline.placeholder_ids
         self._prompts: dict[str, list[int]] = {}
         self._answers: dict[str, list[int]] = {}
-        flags = {"vision": train_vision, "projector": train_projector, "llm": train_llm}
         self.modules = {"vision": self.vision.model, "projector": self.projector, "llm": self.llm.model}
-        for name, module in self.modules.items():
-            module.requires_grad_(flags[name])
-        self.trained = [name for name, on in flags.items() if on]
-        if not self.trained:
-            raise ValueError("nothing to train: set at least one of train.vision, train.projector, train.llm")
+        #: scene -> tower features, used while the tower is frozen (a stage cycling through a scene pool encodes
+        #: each scene once); None: off
+        self.feature_cache: dict[Any, torch.Tensor] | None = None
+        self.trained: list[str] = []
+        self.learn([name for name, on in zip(self.modules, (train_vision, train_projector, train_llm)) if on])
         self.prefix_len = self._common_prefix()
+        # LLM positions one image takes (after the projector and the fusion): what the shared prefix repeats
+        self.image_rows = self.prompt_ids(synthetic.DESCRIBE).count(self.placeholder_ids[self.modality.stream])
+
+    def learn(self, kinds: list[str]) -> None:
+        """Only ``kinds`` (of vision, projector, llm) get gradients from now on: a training stage's choice."""
+        unknown = set(kinds) - set(self.modules)
+        if unknown:
+            raise ValueError(f"unknown modules {sorted(unknown)}; use {', '.join(self.modules)}")
+        for name, module in self.modules.items():
+            module.requires_grad_(name in kinds)
+        self.trained = [name for name in self.modules if name in kinds]
 
     # -- text --------------------------------------------------------------------------------------
     def prompt_ids(self, question: str) -> list[int]:
@@ -113,19 +124,34 @@ class Trainer:
         for r, (prompt, answer) in enumerate(rows):
             ids[r, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
             targets[r, len(prompt): len(prompt) + len(answer)] = True
-        return Batch(vision_batch.pixel_values, ids, targets, image_of_row)
+        return Batch(vision_batch.pixel_values, ids, targets, image_of_row, [group[0].scene for group in examples])
 
     # -- forward ------------------------------------------------------------------------------------
     def embeds(self, batch: Batch) -> torch.Tensor:
         """Image features through tower and projector, reduced and spliced into the text by the pipeline's
         fusion (every stream but the image's is empty)."""
         stream = self.modality.stream
-        tiles = list(self.projector(self.vision.features(batch.pixel_values)).unbind(0))
+        tiles = list(self.projector(self.tower_features(batch)).unbind(0))
         tiles = self.pipe.fusion.reduce(stream, tiles, [0] * len(tiles))
         features = {s: [] for s in self.placeholder_ids}
         features[stream] = [tiles[i] for i in batch.image_of_row]
         mask = torch.ones_like(batch.ids)
         return self.pipe.fusion.fuse(batch.ids, mask, self.llm.embed, features, self.placeholder_ids).inputs_embeds
+
+    def tower_features(self, batch: Batch) -> torch.Tensor:
+        """The tower's features of the batch's images; a frozen tower builds no graph, and with the feature
+        cache on it encodes each scene once."""
+        if "vision" in self.trained:
+            return self.vision.features(batch.pixel_values)
+        cache = self.feature_cache
+        with torch.no_grad():
+            if cache is None or batch.scenes is None:
+                return self.vision.features(batch.pixel_values)
+            missing = [i for i, scene in enumerate(batch.scenes) if scene not in cache]
+            if missing:
+                for i, row in zip(missing, self.vision.features(batch.pixel_values[missing])):
+                    cache[batch.scenes[i]] = row
+            return torch.stack([cache[scene] for scene in batch.scenes])
 
     def hidden(self, embeds: torch.Tensor, image_of_row: list[int] | None = None,
                shared_prefix: bool = True) -> tuple[torch.Tensor, int]:
@@ -140,7 +166,7 @@ class Trainer:
         base = self.llm.model.model
         if not shared_prefix or image_of_row is None:
             return base(inputs_embeds=embeds, use_cache=False).last_hidden_state, 0
-        p, t = self.prefix_len, self.tokens_per_tile
+        p, t = self.prefix_len, self.image_rows
         rows, width = embeds.shape[:2]
         first = [r for r in range(rows) if r == 0 or image_of_row[r] != image_of_row[r - 1]]
         if len(first) != len(set(image_of_row)):
@@ -186,8 +212,9 @@ class Trainer:
         return [p for m in self.modules.values() for p in m.parameters() if p.requires_grad]
 
     def set_mode(self, training: bool) -> None:
-        for module in self.modules.values():
-            module.train(training)
+        """Training mode for the modules being trained; frozen ones stay in eval mode."""
+        for name, module in self.modules.items():
+            module.train(training and name in self.trained)
 
 
 def _repeat_rows(cache: Any, repeats: torch.Tensor) -> None:
@@ -221,9 +248,15 @@ def max_shapes_at(step: int, steps: int, curriculum: list[tuple[float, int]]) ->
 def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_image: int, lr: float,
         warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float,
         curriculum: list[tuple[float, int]] = (), log_every: int = 20, eval_every: int = 0,
-        log: Callable[[str], None] = print) -> list[dict[str, float]]:
-    """Optimise the trained modules; scene ``step * images_per_step + i`` of the train split is image i of step
-    ``step``, so a run is a pure function of its config. Returns the logged history."""
+        log: Callable[[str], None] = print, stage: str = "answers", first_scene: int = 0,
+        scene_pool: int = 0) -> list[dict[str, float]]:
+    """Optimise the trained modules; scene ``first_scene + step * images_per_step + i`` of the train split is
+    image i of step ``step`` (modulo ``scene_pool`` when set: the stage cycles through that many scenes, asking
+    fresh questions each time round, and a frozen tower encodes each once), so a run is a pure function of its
+    config. Returns the logged history (records tagged ``stage``; log lines start with ``step`` for stage two,
+    ``<stage> step`` otherwise)."""
+    if not trainer.parameters():
+        raise ValueError(f"stage '{stage}' has nothing to train: every module is frozen")
     optimizer = torch.optim.AdamW(trainer.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     probe = trainer.batch([synthetic.scene_examples("heldout", 10_000 + i, 1) for i in range(32)])
     history: list[dict[str, float]] = []
@@ -233,10 +266,15 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         trainer.set_mode(True)
         for group in optimizer.param_groups:
             group["lr"] = lr * schedule(step, steps, warmup_steps, min_lr_ratio)
-        start = step * images_per_step
         most = max_shapes_at(step, steps, list(curriculum))
-        batch = trainer.batch([synthetic.scene_examples("train", start + i, questions_per_image, most)
-                               for i in range(images_per_step)])
+        slots = [step * images_per_step + i for i in range(images_per_step)]
+        if scene_pool > 0:
+            trainer.feature_cache = {} if trainer.feature_cache is None else trainer.feature_cache
+            groups = [synthetic.scene_questions("train", first_scene + j % scene_pool, questions_per_image,
+                                                j // scene_pool, most) for j in slots]
+        else:
+            groups = [synthetic.scene_examples("train", first_scene + j, questions_per_image, most) for j in slots]
+        batch = trainer.batch(groups)
         loss, correct = trainer.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -246,7 +284,7 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         running_acc += correct.float().mean().item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
-            record = {"stage": "answers", "step": step + 1, "max_shapes": most, "loss": running / n,
+            record = {"stage": stage, "step": step + 1, "max_shapes": most, "loss": running / n,
                       "train_row_acc": running_acc / n,
                       "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
             if eval_every and ((step + 1) % eval_every == 0 or step + 1 == steps):
@@ -254,21 +292,12 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
                 with torch.no_grad():
                     record["heldout_row_acc"] = trainer.loss(probe)[1].float().mean().item()
             history.append(record)
-            line = ("step {step:>5}  shapes<={max_shapes}  loss {loss:.4f}  train acc {train_row_acc:.3f}  "
-                    "lr {lr:.2e}  {elapsed_s:.0f}s").format(**record)
+            line = ("" if stage == "answers" else f"{stage} ") + (
+                "step {step:>5}  shapes<={max_shapes}  loss {loss:.4f}  train acc {train_row_acc:.3f}  "
+                "lr {lr:.2e}  {elapsed_s:.0f}s").format(**record)
             if "heldout_row_acc" in record:
                 line += f"  heldout acc {record['heldout_row_acc']:.3f}"
             log(line)
             running, running_acc = 0.0, 0.0
     trainer.set_mode(False)
     return history
-
-
-def generated_accuracy(pipeline: Any, examples: list[synthetic.Example], *, batch_size: int = 50,
-                       max_new_tokens: int = 24) -> tuple[float, list[str]]:
-    """Fraction of ``examples`` whose generated answer (the public ``generate_batch``) is exactly right."""
-    requests = [Request(e.question, images=[e.image()]) for e in examples]
-    result = pipeline.generate_batch(requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    texts = [row.text for row in result.rows]
-    right = sum(synthetic.is_correct(t, e.answer) for t, e in zip(texts, examples))
-    return right / max(1, len(examples)), texts

@@ -215,6 +215,17 @@ def scene_examples(split: str, index: int, k: int = 1, max_shapes: int = MAX_SHA
     return out
 
 
+def scene_questions(split: str, index: int, k: int, epoch: int = 0, max_shapes: int = MAX_SHAPES) -> list[Example]:
+    """``k`` questions about the ``index``-th scene of ``split``: ``scene_examples``' own at epoch 0, fresh ones
+    about the same scene at later epochs (training that cycles through a pool of scenes asks new questions)."""
+    first = scene_examples(split, index, k if epoch == 0 else 1, max_shapes)
+    if epoch == 0:
+        return first
+    scene = first[0].scene
+    rng = _rng(split, index, f"epoch{epoch}" + ("" if max_shapes == MAX_SHAPES else f"max{max_shapes}"))
+    return [Example(scene, *make_question(scene, rng), index, split) for _ in range(k)]
+
+
 def example(split: str, index: int) -> Example:
     """The ``index``-th example of ``split`` (a pure function of the data version, split and index)."""
     return scene_examples(split, index, 1)[0]

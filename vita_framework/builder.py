@@ -111,7 +111,7 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
                 for kind in kinds if kind in modalities.encoder_kinds()}
     projected = [m.encoder for m in modalities if m.projected and m.encoder in encoders]
     projector = make("projector", (*projected, "llm")) if projected else None
-    fusion = make("fusion")
+    fusion = make("fusion", ("llm",))  # a fusion may depend on the LLM (fastv checks it can prune)
     limits = [llm.context_length]
     if bundle is not None:
         limits.append(bundle.config.get("tokenizer_model_max_length"))
@@ -121,7 +121,9 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     return Pipeline(llm=llm, fusion=fusion, modalities=modalities, encoders=encoders, projector=projector,
                     template=str(cfg.get("template", "qwen2p5_instruct")), generation=generation,
                     max_length=min(limits) if limits else None, modality_options=modality_options,
-                    reused_components=reused, claims=context.claims)
+                    reused_components=reused, claims=context.claims,
+                    encoder_cache_mb=float(cfg.get("encoder_cache_mb") or 0),
+                    prefix_cache_mb=float(cfg.get("prefix_cache_mb") or 0))
 
 
 def configured_kinds(cfg: Any, modalities: Any) -> list[str]:

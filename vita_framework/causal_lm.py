@@ -190,6 +190,13 @@ class CausalLMBackbone:
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self._embed(input_ids.to(self.device))
 
+    def prefill_pruning_layer(self, layer: int | None) -> int:
+        """FastV-style pruning (``FusedInputs.pruning``, :mod:`vita_framework.prefill_pruning`) is possible here:
+        the layer ``layer`` resolves to, or a ConfigError naming ``llm.attn_implementation`` / ``fusion.layer``."""
+        from .prefill_pruning import check_pruning
+
+        return check_pruning(self.model, layer)
+
     def generation_config(self, options: dict[str, Any]) -> Any:
         """Our ``generation`` group merged over the checkpoint's generation_config.json."""
         from transformers import GenerationConfig
@@ -228,14 +235,33 @@ class CausalLMBackbone:
         processors.insert(0, FiniteLogitsCheck(f"the LLM ({type(self.model).__name__})"))
         stopping = StoppingCriteriaList([CancelCriteria(cancel)] if cancel is not None else [])
         extra = {"tokenizer": self.tokenizer} if getattr(config, "stop_strings", None) else {}  # stop_strings need it
-        out = self.model.generate(
-            inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
-            generation_config=config, logits_processor=processors, stopping_criteria=stopping, streamer=streamer,
-            **extra,
-        )
+        pruning = getattr(fused, "pruning", None)  # FastV prunes inside the prefill, so it runs the whole prefill
+        if getattr(fused, "prefix", None) is not None and pruning is None:  # rows prefilled from shared prefix states
+            from .prefix_cache import batch_cache
+
+            cache = batch_cache(self.model, fused, fused.prefix)
+            if cache is not None:
+                extra["cache"] = cache
+        with _pruning_hooks(self.model, pruning, fused.attention_mask):
+            out = self.model.generate(
+                inputs_embeds=fused.inputs_embeds, attention_mask=fused.attention_mask,
+                generation_config=config, logits_processor=processors, stopping_criteria=stopping,
+                streamer=streamer, **extra,
+            )
         if sampler is not None and sampler.scores is not None and out.scores is not None:
             out.scores = tuple(sampler.scores[:len(out.scores)])  # warped scores, not the one-hot draw
         return out
+
+
+def _pruning_hooks(model: Any, pruning: Any, attention_mask: Any) -> Any:
+    """The :class:`~vita_framework.prefill_pruning.PrefillPruner` of one call, or a no-op without pruning."""
+    if pruning is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from .prefill_pruning import PrefillPruner
+
+    return PrefillPruner(model, pruning, attention_mask)
 
 
 def transformers_classes(arch: str | None) -> tuple[Any, Any]:

@@ -196,6 +196,11 @@ def _write_outputs(result: Any, build_s: float, pipeline: Any, extra: dict[str, 
     payload["components_reused"] = list(getattr(pipeline, "reused_components", []))
     payload["peak_memory_mb"] = _peak_memory_mb()
     payload["peak_memory_method"] = PEAK_MEMORY.method
+    caches = {name: cache.stats() for name, cache in (("encoder", getattr(pipeline, "encoder_cache", None)),
+                                                      ("prefix", getattr(pipeline, "prefix_store", None)))
+              if cache is not None}
+    if caches:  # encoder_cache_mb / prefix_cache_mb set: how much they saved
+        payload["caches"] = caches
     payload.update(_hydra_meta())
     payload["plugins"] = {row["plugin"]: {"package": row["package"], "version": row["version"]}
                           for row in listing()}

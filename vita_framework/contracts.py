@@ -46,6 +46,29 @@ class FusedInputs:
 
     inputs_embeds: Any
     attention_mask: Any
+    #: a :class:`~vita_framework.prefix_cache.PrefixPlan` when the pipeline shares prompt-prefix states
+    #: (``prefix_cache_mb``): an LLM that keeps a KV cache may prefill row by row from it; others ignore it
+    prefix: Any = None
+    #: a :class:`PrefillPruning` when the fusion asks the LLM to drop visual positions inside its prefill
+    #: (``fusion=fastv``); only an LLM offering :class:`PrefillPruningLLM` receives one
+    pruning: Any = None
+
+
+@dataclass
+class PrefillPruning:
+    """FastV-style pruning inside the LLM's prefill, as the fusion asks for it (``FusedInputs.pruning``).
+
+    Layers ``0 .. layer-1`` see every position; the attention the last prompt position pays in layer ``layer-1``
+    ranks each row's prunable positions, and layers ``layer ..`` (and their KV cache) keep only the best
+    ``keep[row]`` of them plus every other real position, at their original positions (RoPE numbering is kept).
+    """
+
+    #: bool ``[B, T]``: the positions that may be dropped (the visual placeholders of the padded batch)
+    positions: Any
+    #: per row, how many of its prunable positions stay after ``layer`` (the fusion's ``pruned_tokens`` summed)
+    keep: list[int]
+    #: the first layer that sees only the kept positions (FastV's K); None: the LLM's default
+    layer: int | None = None
 
 
 # -- component contracts ----------------------------------------------------------------------------------
@@ -175,6 +198,38 @@ class LLMBackbone(Protocol):
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Tensors to save under their full bundle names (the LLM takes the keys no other component claims)."""
+
+
+# -- optional capabilities (not required by the registry; looked up with getattr) ------------------------------
+class PruningFusion(FusionStrategy, Protocol):
+    """A fusion strategy whose LLM prunes some rows during prefill (``fastv``): the prompt holds every row of
+    :meth:`reduced_tokens`, but fewer reach the LLM's later layers. The preparer counts those in ``tokens_in``."""
+
+    def pruned_tokens(self, stream: str, tokens: list[int], groups: list[int]) -> list[int]:
+        """Rows of each segment the LLM keeps after its pruning layer (what ``tokens_in`` reports per modality)."""
+
+
+class PrefillPruningLLM(LLMBackbone, Protocol):
+    """An LLM that honours :class:`PrefillPruning` in ``generate`` (``vita_framework.causal_lm.CausalLMBackbone``)."""
+
+    def prefill_pruning_layer(self, layer: int | None) -> int:
+        """The pruning layer ``layer`` resolves to for this model (None: its default), checked before any encoding;
+        raises :class:`~vita_framework.errors.ConfigError` naming the option to change when this model cannot prune
+        there (an attention implementation that cannot expose scores, too few layers)."""
+
+
+class ContinuousBatchingLLM(LLMBackbone, Protocol):
+    """An LLM whose engine batches concurrent requests itself at every step (``llm=vllm llm.engine=async``): the
+    server hands it each request as it arrives instead of gathering batches
+    (:class:`~vita_framework.serve.continuous.ContinuousEngine`)."""
+
+    @property
+    def continuous_batching(self) -> bool:
+        """True when :meth:`agenerate` calls from concurrent tasks are batched by the engine."""
+
+    def agenerate(self, fused: FusedInputs, generation_config: Any, *, seed: int | None = None) -> Any:
+        """An async iterator over one row's generation (``fused`` of batch size 1): items with ``token_ids``
+        (new since the last item), ``finished`` and ``finish_reason``; closing it early aborts the request."""
 
 
 #: contract of each kind the core defines; encoder kinds get theirs from the modalities they serve

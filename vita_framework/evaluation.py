@@ -39,3 +39,13 @@ def score(predictions: list[str], answers: list[str]) -> dict[str, float]:
         contains += bool(a) and (a in p)
     n = max(len(answers), 1)
     return {"exact": exact / n, "contains": contains / n, "n": len(answers)}
+
+
+def visual_items(path: str | Path, max_items: int | None = None) -> list[int]:
+    """Per dataset row, how many items a vision encoder serves (images, videos): what a sweep divides the row's
+    visual positions by to report visual tokens per image."""
+    from .plugin_manager import get_modalities
+
+    visual = {m.name for m in get_modalities() if m.encoder == "vision"}
+    requests, _ = read_dataset(path, max_items)
+    return [sum(len(request.items(name)) for name in visual) for request in requests]

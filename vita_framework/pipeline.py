@@ -52,7 +52,7 @@ class Pipeline:
                  generation: dict[str, Any] | None = None, max_length: int | None = None,
                  modality_options: dict[str, dict[str, Any]] | None = None,
                  reused_components: list[str] | None = None, claims: dict[str, list[str]] | None = None,
-                 encoder_cache_mb: float = 0.0) -> None:
+                 encoder_cache_mb: float = 0.0, prefix_cache_mb: float = 0.0) -> None:
         self.llm, self.fusion, self.projector, self.modalities = llm, fusion, projector, modalities
         self.encoders = dict(encoders or {})
         self.template = get_template(template)
@@ -63,6 +63,7 @@ class Pipeline:
                                         fusion=fusion, tokenizer=llm.tokenizer, template=self.template,
                                         max_length=max_length, modality_options=modality_options)
         self.set_encoder_cache(encoder_cache_mb)
+        self.set_prefix_cache(prefix_cache_mb)
 
     def __getattr__(self, name: str) -> Any:
         # only reached for names that are not attributes: an encoder kind reads as its component or None
@@ -89,11 +90,16 @@ class Pipeline:
         return self.preparer.encoder_cache
 
     def set_encoder_cache(self, max_mb: float | None) -> None:
-        """Cache encoded items by content hash, bounded to ``max_mb`` MB (0 or None: no cache). An image sent
-        again (the next turn of a chat, another row of a batch) is then not encoded again; answers are the same."""
+        """Cache encoded items by content hash (``max_mb`` MB; 0/None: off): a repeated image is encoded once."""
         from .encoder_cache import EncoderCache
 
         self.preparer.encoder_cache = EncoderCache(max_mb) if max_mb else None
+
+    def set_prefix_cache(self, max_mb: float | None) -> None:
+        """Share LLM states of common prompt prefixes (``max_mb`` MB; 0/None: off): :mod:`.prefix_cache`."""
+        from .prefix_cache import PrefixStore
+
+        self.prefix_store = PrefixStore(max_mb) if max_mb else None
 
     @property
     def placeholder_ids(self) -> dict[str, int]:
@@ -245,6 +251,8 @@ class Pipeline:
         device = self.llm.device
         with torch.inference_mode():
             fused = self.fusion.fuse(ids.to(device), mask.to(device), self.llm.embed, features, placeholder_ids)
+        if self.prefix_store is not None:
+            fused.prefix = self.prefix_store.plan_rows([p.input_ids for p in prepared])
         options = {**self.generation_options, **generation}
         if output_scores:
             options["output_scores"] = True

@@ -83,7 +83,11 @@ class RequestPreparer:
             if len(rows[stream]) != len(feats):
                 raise FusionError(f"fusion {type(self.fusion).__name__}.reduce returned {len(rows[stream])} tensors "
                                   f"for {len(feats)} {stream} segments; it must keep one per segment")
-            for name, count in zip(self._owners(items, by_name), rows[stream]):
+            counted = rows[stream]
+            pruned = getattr(self.fusion, "pruned_tokens", None)  # rows the LLM drops in its prefill (fastv)
+            if pruned is not None:
+                counted = [int(n) for n in pruned(stream, rows[stream], groups)]
+            for name, count in zip(self._owners(items, by_name), counted):
                 tokens[name] += count
         ids = prompt.ids(rows, self.placeholder_ids)
         tokens["text"] = prompt.text_tokens

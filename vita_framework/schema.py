@@ -17,7 +17,8 @@ from .errors import ConfigError
 CORE_GROUPS = ("projector", "fusion", "llm")
 RUN_KEYS = (
     "checkpoint", "template", "prompt", "requests", "batch_size", "dtype", "device", "seed", "stream", "output",
-    "generation", "experiment", "allow_pickle", "eval", "lazy", "memory_budget_gb", "serve",
+    "generation", "experiment", "allow_pickle", "eval", "lazy", "memory_budget_gb", "serve", "demo",
+    "encoder_cache_mb", "prefix_cache_mb",
 )
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -102,6 +103,10 @@ def run_config_problems(cfg: Any) -> list[str]:
     batch_size = cfg.get("batch_size", 1)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"batch_size must be a positive integer; got {batch_size!r}")
+    for key in ("encoder_cache_mb", "prefix_cache_mb"):
+        value = cfg.get(key) or 0
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            problems.append(f"{key} must be a number of MB >= 0 (0: off); got {value!r}")
     lazy = cfg.get("lazy") or []
     projected = {m.encoder for m in table if m.projected}
     for kind in lazy if _is_sequence(lazy) else [lazy]:

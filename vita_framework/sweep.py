@@ -1,18 +1,22 @@
 """Sweeps: one ``result.json`` per job, collected by a Hydra callback into ``results.jsonl`` + a summary.
 
 The callback reads the files the jobs wrote, so it works the same for every launcher (basic, joblib, ray,
-submitit): jobs may run in other processes or on other machines that share the sweep directory.
+submitit): jobs may run in other processes or on other machines that share the sweep directory. Besides the
+table it writes ``summary.csv`` and ``summary.png`` (:mod:`vita_framework.sweep_report`, shared with training
+sweeps) and, when ``tracking`` is set, logs each job as it ends (:mod:`vita_framework.tracking`).
 Importing this module stays light (no torch): Hydra instantiates the callback on every run.
 """
 
 from __future__ import annotations
 
-import csv
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from . import sweep_report, tracking
 
 
 def summary_choices() -> tuple[str, ...]:
@@ -41,6 +45,7 @@ def job_summary(result: dict[str, Any]) -> dict[str, Any]:
     timings = result.get("timings") or {}
     choices = result.get("choices") or {}
     first = ok_rows[0]["text"] if ok_rows else ""
+    score = (result.get("eval") or {}).get("score")
     return {
         "job": result.get("job_num"),
         "status": result.get("status", "ok"),
@@ -53,10 +58,37 @@ def job_summary(result: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s": timings.get("decode_tokens_per_s"),
         "peak_memory_mb": result.get("peak_memory_mb"),
         "peak_memory_method": result.get("peak_memory_method"),
-        "score": (result.get("eval") or {}).get("score"),
+        "score": score,
+        "accuracy": score,
+        "visual_tokens": visual_tokens(result),
         "answer": first[:40],
         "error": result.get("error"),
     }
+
+
+def visual_tokens(result: dict[str, Any]) -> float | None:
+    """LLM positions per image (or video) over the job's rows: per item when the rows come from an eval dataset
+    (its items counted there), else per request that had any."""
+    rows = [r for r in result.get("rows") or [] if not r.get("error")]
+    per_row = [sum((r.get("tokens_in") or {}).get(k, 0) for k in ("image", "video")) for r in rows]
+    items = [1 if n else 0 for n in per_row]
+    dataset = (result.get("eval") or {}).get("dataset")
+    if dataset:
+        counted = _dataset_items(str(dataset), len(result.get("rows") or []))
+        if counted is not None:
+            items = [c for c, r in zip(counted, result.get("rows") or []) if not r.get("error")]
+    total = sum(items)
+    return round(sum(per_row) / total, 2) if total else None
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset_items(path: str, n: int) -> tuple[int, ...] | None:
+    from .evaluation import visual_items
+
+    try:
+        return tuple(visual_items(path, n))
+    except Exception:  # moved or unreadable since the job ran: fall back to one item per request
+        return None
 
 
 def swept(entries: list[dict[str, Any]]) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -107,28 +139,36 @@ def format_summary(entries: list[dict[str, Any]]) -> str:
     return (f"fixed: {shared}\n" if shared else "") + table
 
 
-CSV_FIELDS = ("job", "status", "tokens_in", "tokens_out", "ttft_ms", "tokens_per_s", "peak_mb", "score", "answer",
-              "error")
+CSV_FIELDS = ("job", "status", "tokens_in", "tokens_out", "ttft_ms", "tokens_per_s", "peak_mb", "score", "accuracy",
+              "visual_tokens", "answer", "error")
+
+
+def csv_rows(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """(rows, fields, swept keys) of ``summary.csv``: a column per swept key between ``status`` and ``tokens_in``."""
+    columns, _ = swept(entries)
+    fields = [*CSV_FIELDS[:2], *columns, *CSV_FIELDS[2:]]
+    rows = []
+    for i, e in enumerate(entries):
+        row = {"job": e["job"], "status": e["status"], "tokens_in": e["tokens_in"],
+               "tokens_out": e["tokens_out"], "ttft_ms": _round(_ms(e["time_to_first_token_s"])),
+               "tokens_per_s": _round(e["tokens_per_s"]), "peak_mb": _round(e["peak_memory_mb"]),
+               "score": e["score"], "accuracy": e.get("accuracy"), "visual_tokens": e.get("visual_tokens"),
+               "answer": e["answer"], "error": e["error"]}
+        row.update({key: values[i] for key, values in columns.items()})
+        rows.append(row)
+    return rows, fields, list(columns)
 
 
 def write_csv(path: Path, entries: list[dict[str, Any]]) -> None:
     """``summary.csv``: one row per job, a column per swept key (between ``status`` and ``tokens_in``)."""
-    columns, _ = swept(entries)
-    fields = [*CSV_FIELDS[:2], *columns, *CSV_FIELDS[2:]]
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for i, e in enumerate(entries):
-            row = {"job": e["job"], "status": e["status"], "tokens_in": e["tokens_in"],
-                   "tokens_out": e["tokens_out"], "ttft_ms": _round(_ms(e["time_to_first_token_s"])),
-                   "tokens_per_s": _round(e["tokens_per_s"]), "peak_mb": _round(e["peak_memory_mb"]),
-                   "score": e["score"], "answer": e["answer"], "error": e["error"]}
-            row.update({key: values[i] for key, values in columns.items()})
-            writer.writerow(row)
+    rows, fields, _ = csv_rows(entries)
+    sweep_report.write_csv(path, rows, fields)
 
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every job's result.json under ``sweep_dir``, in job order; a job that wrote none is 'missing'."""
+def collect(sweep_dir: Path, summarise: Any = None) -> list[dict[str, Any]]:
+    """Every job's summary (``summarise(result, job_dir)``; default :func:`job_summary`) from the result.json
+    files under ``sweep_dir``, in job order; an unreadable result.json is a failed job."""
+    summarise = summarise or (lambda result, _: job_summary(result))
     entries = []
     for path in sorted(sweep_dir.glob("*/result.json"), key=lambda p: _job_key(p.parent.name)):
         try:
@@ -136,7 +176,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError) as exc:
             result = {"status": "failed", "error": f"unreadable result.json: {exc}"}
         result.setdefault("job_num", _job_key(path.parent.name)[1])
-        entries.append(job_summary(result))
+        entries.append(summarise(result, path.parent))
     return entries
 
 
@@ -145,16 +185,71 @@ def _job_key(name: str) -> tuple[int, Any]:
 
 
 class ResultsCollector(Callback):
-    """Writes ``results.jsonl`` and ``summary.csv`` in the sweep dir and prints the summary table at the end of a
-    multirun (a column per swept key; the overrides every job shares once above it)."""
+    """Writes ``results.jsonl``, ``summary.csv`` and ``summary.png`` in the sweep dir and prints the summary table
+    at the end of a multirun (a column per swept key; the overrides every job shares once above it). With
+    ``tracking`` (mlflow | tensorboard) it also logs every job when it ends, single runs included.
 
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        entries = collect(sweep_dir)
-        with open(sweep_dir / "results.jsonl", "w", encoding="utf-8") as handle:
-            for entry in entries:
-                handle.write(json.dumps(entry) + "\n")
-        write_csv(sweep_dir / "summary.csv", entries)
+    The training app's collector (``vita_training.results``) is this class with its own job summary.
+    """
+
+    def __init__(self, tracking: str | None = None, tracking_uri: str | None = None,
+                 experiment: str | None = None) -> None:
+        self.tracking, self.tracking_uri, self.experiment = tracking, tracking_uri, experiment
+
+    # -- what a job reports (the training collector overrides these) -------------------------------------
+    def summarise(self, result: dict[str, Any], job_dir: Path) -> dict[str, Any]:
+        """One job's summary entry from its ``result.json``."""
+        return job_summary(result)
+
+    def tracked(self, entry: dict[str, Any], job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        """(params, metrics, curves) a tracker logs for one job."""
+        params = {**{f"choice.{k}": v for k, v in entry["choices"].items()}, **entry["params"]}
+        metrics = {k: entry.get(k) for k in ("score", "accuracy", "visual_tokens", "tokens_in", "tokens_out",
+                                             "tokens_per_s", "peak_memory_mb")}
+        metrics["ttft_ms"] = _ms(entry.get("time_to_first_token_s"))
+        return params, metrics, []
+
+    def report(self, sweep_dir: Path, entries: list[dict[str, Any]]) -> None:
+        """Write ``summary.csv`` and ``summary.png``; print the table."""
+        rows, fields, keys = csv_rows(entries)
+        sweep_report.write_csv(sweep_dir / "summary.csv", rows, fields)
         failed = sum(e["status"] != "ok" for e in entries)
         print(f"\n== sweep summary: {len(entries)} jobs, {failed} failed ({sweep_dir / 'results.jsonl'})")
         print(format_summary(entries))
+        print(sweep_report.plot(sweep_dir / "summary.png", rows, label_keys=keys))
+
+    # -- Hydra's hooks -----------------------------------------------------------------------------------
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        tracking.check(self.tracking)  # an unknown tracker or a missing library: refused before the job
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        tracking.check(self.tracking)
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        tracker = tracking.check(self.tracking)
+        if tracker is None:
+            return
+        hydra_cfg = config.hydra
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        path = job_dir / "result.json"
+        if not path.is_file():
+            return
+        multirun = str(hydra_cfg.mode) in ("RunMode.MULTIRUN", "MULTIRUN")
+        root = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir)
+        result = json.loads(path.read_text())
+        result.setdefault("job_num", _job_key(job_dir.name)[1] if multirun else 0)
+        entry = self.summarise(result, job_dir)
+        params, metrics, curves = self.tracked(entry, job_dir)
+        name = " ".join([f"job {entry['job']}", *result.get("overrides", [])])[:240]
+        where = tracking.log_job(tracker, uri=self.tracking_uri or tracking.default_uri(tracker, root),
+                                 experiment=self.experiment or str(hydra_cfg.job.name), run_name=name,
+                                 params=params, metrics=metrics, curves=curves, ok=entry["status"] == "ok")
+        print(f"tracking: logged {where}", flush=True)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        entries = collect(sweep_dir, self.summarise)
+        with open(sweep_dir / "results.jsonl", "w", encoding="utf-8") as handle:
+            for entry in entries:
+                handle.write(json.dumps(entry) + "\n")
+        self.report(sweep_dir, entries)

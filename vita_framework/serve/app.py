@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .chat import ChatRequest
+from .continuous import ContinuousEngine
 from .metrics import Metrics
 from .options import ServeOptions
 from .protocol import APIError, MediaStore, chunk, completion, parse_chat, usage
@@ -42,15 +43,22 @@ def create_app(pipeline: Any, options: ServeOptions | None = None, *, model_name
     options = options or ServeOptions()
     replica = replica or f"{socket.gethostname()}:{os.getpid()}"
     pipeline.set_encoder_cache(options.encoder_cache_mb)
+    pipeline.set_prefix_cache(options.prefix_cache_mb)
     metrics = Metrics()
-    scheduler = Scheduler(pipeline, max_batch_size=options.max_batch_size, batch_wait_ms=options.batch_wait_ms,
-                          max_queue=options.max_queue, metrics=metrics)
-    metrics.watch(scheduler.queue_length, lambda: pipeline.encoder_cache)
+    if getattr(pipeline.llm, "continuous_batching", False):  # the LLM's engine batches at every step (vLLM)
+        scheduler: Any = ContinuousEngine(pipeline, max_queue=options.max_queue, metrics=metrics)
+    else:
+        scheduler = Scheduler(pipeline, max_batch_size=options.max_batch_size, batch_wait_ms=options.batch_wait_ms,
+                              max_queue=options.max_queue, metrics=metrics)
+    metrics.watch(scheduler.queue_length, lambda: pipeline.encoder_cache, lambda: pipeline.prefix_store)
     headers = {"X-Vita-Replica": replica}
 
     @asynccontextmanager
     async def lifespan(app: Any):
         scheduler.start()
+        log.info("batching: %s", "the LLM engine's continuous batching (llm.engine=async)"
+                 if isinstance(scheduler, ContinuousEngine) else
+                 f"dynamic, up to {options.max_batch_size} rows, waiting at most {options.batch_wait_ms:g} ms")
         if ready_message:
             log.info(ready_message)
         yield

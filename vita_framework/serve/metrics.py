@@ -33,17 +33,22 @@ class Metrics:
         self.cache_hits = Gauge("vita_encoder_cache_hits", "Items found in the encoder cache", registry=registry)
         self.cache_bytes = Gauge("vita_encoder_cache_bytes", "Bytes of features in the encoder cache",
                                  registry=registry)
+        self.prefix = {name: Gauge(f"vita_prefix_cache_{name}", f"Prefix cache: {name}", registry=registry)
+                       for name in ("queries", "hits", "entries", "bytes")}
 
-    def watch(self, queue_length: Callable[[], int], cache: Callable[[], Any]) -> None:
-        """Gauges read when scraped: the queue's length and the encoder cache's statistics."""
+    def watch(self, queue_length: Callable[[], int], cache: Callable[[], Any],
+              prefix: Callable[[], Any] = lambda: None) -> None:
+        """Gauges read when scraped: the queue's length, the encoder and prefix caches' statistics."""
         self.queue_length.set_function(queue_length)
 
-        def stat(name: str) -> Callable[[], float]:
+        def stat(name: str, cache: Callable[[], Any] = cache) -> Callable[[], float]:
             return lambda: float((cache().stats() if cache() is not None else {}).get(name, 0))
 
         self.cache_queries.set_function(stat("queries"))
         self.cache_hits.set_function(stat("hits"))
         self.cache_bytes.set_function(stat("bytes"))
+        for name, gauge in self.prefix.items():
+            gauge.set_function(stat(name, prefix))
 
     def exposition(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

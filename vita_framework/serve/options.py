@@ -33,6 +33,7 @@ class ServeOptions:
     api_key: str | None = None
     allow_local_files: bool = False
     encoder_cache_mb: float = 256.0
+    prefix_cache_mb: float = 64.0
     engine: str = "local"
     replicas: int = 1
     replica_resources: ReplicaResources = field(default_factory=ReplicaResources)
@@ -45,7 +46,7 @@ class ServeOptions:
         for name in ("max_batch_size", "max_queue", "max_request_bytes", "replicas"):
             if getattr(self, name) < 1:
                 out.append(f"serve.{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("batch_wait_ms", "encoder_cache_mb"):
+        for name in ("batch_wait_ms", "encoder_cache_mb", "prefix_cache_mb"):
             if getattr(self, name) < 0:
                 out.append(f"serve.{name} must be >= 0; got {getattr(self, name)}")
         if self.engine not in ENGINES:

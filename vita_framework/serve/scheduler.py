@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests gathered into left-padded batches and run on one engine thread.
 
 The engine thread takes the first waiting request, then keeps gathering until ``max_batch_size`` requests are
-in hand or ``batch_wait_ms`` have passed, but waits only while fewer requests are in hand than the largest of
-the last ``RECENT`` batches: when requests come one at a time (a single client's conversation), nothing waits
-for batch-mates that are not coming (requests queued behind a busy engine still join the next batch). Each
+in hand or ``batch_wait_ms`` have passed, but waits only while fewer requests are in hand than were active
+around the last ``RECENT`` batches (a batch's rows plus the requests that queued while it ran): when requests
+come one at a time (a single client's conversation), nothing waits for batch-mates that are not coming, and
+when clients resubmit as their answers end, the next batch waits for them instead of splitting into cohorts. Each
 request is prepared (:meth:`Pipeline.prepare`: its media loaded and encoded, through the encoder cache), then
 the batch runs as one generation per group of requests that sample alike (greedy requests all together;
 sampling ones by temperature and top-p; a seeded sampling request alone, so its draw is the one it gets alone),
@@ -135,7 +136,6 @@ class Scheduler:
                     batch.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._recent.append(len(batch))
             t0 = time.perf_counter()
             try:
                 self._run(batch)
@@ -144,55 +144,22 @@ class Scheduler:
                 for job in batch:
                     job.post("error", APIError(500, "internal server error"))
             self._batch_s = 0.8 * self._batch_s + 0.2 * (time.perf_counter() - t0)
+            # the clients active: this batch's, plus those that queued while it ran (they will be resubmitting
+            # together); remembering only the batch size would let two half-size cohorts alternate for ever
+            self._recent.append(min(self.max_batch_size, len(batch) + self._queue.qsize()))
 
     def _run(self, batch: list[Job]) -> None:
         ready: list[tuple[Job, Any, int]] = []
         for job in batch:
-            if job.cancel.is_set():  # the client left while waiting
-                job.media.cleanup()
-                job.post("error", APIError(499, "client disconnected"))
-                continue
-            try:
-                prepared = self.pipeline.prepare(job.request)
-                limit = self._limit(job, prepared.tokens.get("total", len(prepared.input_ids)))
-            except (InputError, ConfigError, FusionError) as exc:
-                message, param = job.media.explain(str(exc))
-                job.post("error", APIError(400, message, param=param or "messages"))
-                continue
-            except APIError as exc:
-                job.post("error", exc)
-                continue
-            except VitaError as exc:
-                log.warning("request failed: %s", exc)
-                job.post("error", APIError(500, str(exc)))
-                continue
-            except Exception:
-                log.exception("preparing a request failed")
-                job.post("error", APIError(500, "internal server error"))
-                continue
-            finally:
-                job.media.cleanup()
-            job.tokens = dict(prepared.tokens)
-            job.post("started", job.tokens)
-            ready.append((job, prepared, limit))
+            prepared = prepare_job(self.pipeline, job, self.default_max_tokens, self.context_length)
+            if prepared is not None:
+                ready.append((job, *prepared))
         groups: dict[tuple, list[tuple[Job, Any, int]]] = {}
         for item in ready:
             groups.setdefault(item[0].group(self.sampling_by_default), []).append(item)
         for members in groups.values():
             for start in range(0, len(members), self.max_batch_size):
                 self._generate(members[start:start + self.max_batch_size])
-
-    def _limit(self, job: Job, prompt: int) -> int:
-        """The request's max_tokens (default: the server's max_new_tokens, cut to what the context leaves)."""
-        limit = job.params.max_tokens or self.default_max_tokens
-        if self.context_length is None or prompt + limit <= self.context_length:
-            return limit
-        left = self.context_length - prompt
-        if job.params.max_tokens is not None or left < 1:
-            raise APIError(400, f"this model's context is {self.context_length} positions; the messages take "
-                                f"{prompt} and max_tokens asks for {limit} more; shorten the messages or lower "
-                                "max_tokens", param="max_tokens", code="context_length_exceeded")
-        return left
 
     def _generate(self, rows: list[tuple[Job, Any, int]]) -> None:
         jobs = [job for job, _, _ in rows]
@@ -220,3 +187,50 @@ class Scheduler:
         for job, control in zip(jobs, controls):
             job.post("done", Outcome(control.text, control.finish_reason or "stop", len(control.ids),
                                      control.first_token_at))
+
+
+def prepare_job(pipeline: Any, job: Job, default_max_tokens: int, context_length: int | None
+                ) -> tuple[Any, int] | None:
+    """Encode and tokenise a job's request and size its token limit; on bad input the job gets its error event
+    (400 naming the part, 499 when its client already left) and None is returned. Posts ``started``."""
+    if job.cancel.is_set():  # the client left while waiting
+        job.media.cleanup()
+        job.post("error", APIError(499, "client disconnected"))
+        return None
+    try:
+        prepared = pipeline.prepare(job.request)
+        limit = token_limit(job, prepared.tokens.get("total", len(prepared.input_ids)), default_max_tokens,
+                            context_length)
+    except (InputError, ConfigError, FusionError) as exc:
+        message, param = job.media.explain(str(exc))
+        job.post("error", APIError(400, message, param=param or "messages"))
+        return None
+    except APIError as exc:
+        job.post("error", exc)
+        return None
+    except VitaError as exc:
+        log.warning("request failed: %s", exc)
+        job.post("error", APIError(500, str(exc)))
+        return None
+    except Exception:
+        log.exception("preparing a request failed")
+        job.post("error", APIError(500, "internal server error"))
+        return None
+    finally:
+        job.media.cleanup()
+    job.tokens = dict(prepared.tokens)
+    job.post("started", job.tokens)
+    return prepared, limit
+
+
+def token_limit(job: Job, prompt: int, default_max_tokens: int, context_length: int | None) -> int:
+    """The request's max_tokens (default: the server's max_new_tokens, cut to what the context leaves)."""
+    limit = job.params.max_tokens or default_max_tokens
+    if context_length is None or prompt + limit <= context_length:
+        return limit
+    left = context_length - prompt
+    if job.params.max_tokens is not None or left < 1:
+        raise APIError(400, f"this model's context is {context_length} positions; the messages take "
+                            f"{prompt} and max_tokens asks for {limit} more; shorten the messages or lower "
+                            "max_tokens", param="max_tokens", code="context_length_exceeded")
+    return left

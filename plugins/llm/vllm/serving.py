@@ -10,6 +10,10 @@ with vLLM's continuous batching doing the batching (no batcher of the framework'
             send(update.text)                                      # new text since the previous update
         # the last update has finished=True, finish_reason, and the row's ids and token counts
 
+``python -m vita_framework.serve ... llm=vllm llm.engine=async`` needs none of this: its
+:class:`~vita_framework.serve.continuous.ContinuousEngine` hands every request to ``agenerate`` itself. This
+helper is for servers of your own.
+
 Encoding (``pipeline.prepare``) runs in a worker thread so the event loop keeps serving; leaving the loop early
 aborts the request in vLLM (see :meth:`VLLMBackbone.agenerate`).
 """
@@ -20,6 +24,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from vita_framework.serve.continuous import fuse_request
 
 
 @dataclass
@@ -37,22 +43,12 @@ class StreamUpdate:
     logprobs: Any = None
 
 
-def fuse_one(pipeline: Any, prepared: Any) -> Any:
-    """``fusion.fuse`` of one prepared request (no padding): what ``agenerate`` takes."""
-    import torch
-
-    ids = torch.tensor([prepared.input_ids], dtype=torch.long, device=pipeline.llm.device)
-    features = {s: prepared.features.get(s, []) for s in pipeline.placeholder_ids}
-    with torch.inference_mode():
-        return pipeline.fusion.fuse(ids, torch.ones_like(ids), pipeline.llm.embed, features, pipeline.placeholder_ids)
-
-
 async def astream_request(pipeline: Any, request: Any, *, generation: dict[str, Any] | None = None,
                           seed: int | None = None, output_scores: bool = False) -> AsyncIterator[StreamUpdate]:
     """Prepare, fuse and generate ``request`` (a :class:`~vita_framework.request.Request`), yielding text as it
     comes. ``generation`` overrides the pipeline's generation options for this request."""
     prepared = await asyncio.to_thread(pipeline.prepare, request)
-    fused = await asyncio.to_thread(fuse_one, pipeline, prepared)
+    fused = await asyncio.to_thread(fuse_request, pipeline, prepared)
     options = {**pipeline.generation_options, **(generation or {})}
     config = pipeline.llm.generation_config(options)
     eos = set(config.eos_token_id or [])

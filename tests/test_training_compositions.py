@@ -1,0 +1,111 @@
+"""Training any composition: a swapped encoder with a plugin's projector trains through the real command, writes
+a bundle that the printed inference command loads back with those components, and a composition that cannot be
+trained as asked is refused before anything is built, naming the option and the fix."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+
+import pytest
+from example_site import clean_env, install_example
+from safetensors import safe_open
+
+from vita_framework.errors import ConfigError, ValidationErrors
+from vita_training import synthetic
+
+TINY = ["scene_pool=4", "align.steps=2", "align.images_per_step=2", "align.questions_per_image=2", "steps=2",
+        "images_per_step=2", "questions_per_image=2", "heldout=6", "log_every=1"]
+
+
+def compose_training(*overrides: str):
+    """The training app's config, composed as ``python -m vita_framework.train`` composes it."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from vita_framework.searchpath import register_search_path
+
+    register_search_path()
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="vita_training.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_path):
+    site = install_example(tmp_path / "example")
+    env = clean_env(site)
+    out = tmp_path / "run"
+    components = ["+vision=timm", "+vision.model_kwargs.depth=1", "projector=perceiver_resampler",
+                  "projector.num_latents=16"]
+    proc = subprocess.run([sys.executable, "-m", "vita_framework.train", *components, "train=quick", *TINY,
+                           f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "align step     2  shapes<=" in proc.stdout and "\nstep     2  shapes<=" in proc.stdout
+    assert "vision tower stays frozen" in proc.stderr  # a random timm tower is a choice, said out loud
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "ok" and result["visual_tokens"] == 16 and result["ttft_ms"] > 0
+    assert 0 <= result["accuracy"] <= 1 and set(result["accuracy_by_kind"]) == set(synthetic.QUESTION_KINDS)
+    assert result["fresh"] == ["projector", "vision"] and result["trained"] == ["llm", "projector"]
+    assert result["parameters"]["projector"] > 0 and result["train_s"] > 0
+    info = json.loads((out / "bundle" / "bundle_info.json").read_text())
+    assert info["run_overrides"] == ["+audio=none", *components] and info["init"] == "default"
+    with safe_open(str(out / "bundle" / "model.safetensors"), "pt") as handle:
+        keys = list(handle.keys())
+    assert any(k.startswith("model.vision_tower.timm.") for k in keys)
+    assert any(k.startswith("model.mm_resampler.") for k in keys)
+    assert not any(k.startswith(("model.vision_tower.vision_tower.", "model.mm_projector.")) for k in keys)
+    # the command the run printed is the user's way back in: it loads the timm tower and the resampler and answers
+    assert result["load_command"] in proc.stdout
+    image = tmp_path / "scene.png"
+    synthetic.example("heldout", 3).image().save(image)
+    args = shlex.split(result["load_command"])[3:]
+    infer = subprocess.run([sys.executable, "-m", "vita_framework", *args, "device=cpu", "prompt='What shape is red?'",
+                            f"images=[{image}]", "generation.max_new_tokens=4", f"hydra.run.dir={tmp_path / 'infer'}"],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert infer.returncode == 0, infer.stderr[-3000:]
+    answer = json.loads((tmp_path / "infer" / "result.json").read_text())
+    assert answer["choices"]["vision"] == "timm" and answer["choices"]["projector"] == "perceiver_resampler"
+    row = answer["rows"][0]
+    assert row["tokens_in"]["image"] == 16 and 1 <= row["tokens_out"] <= 4
+    assert "RANDOM" not in infer.stderr  # every tensor came from the bundle
+
+
+def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix():
+    from vita_training.composition import plan_run
+
+    frozen_fresh = compose_training("+vision=timm", "train=quick", "learn.projector=false", "align.steps=0")
+    with pytest.raises(ConfigError, match=r"projector is never trained but has no trained weights: projector "
+                                          r"'mlp2x_gelu' for vision 'timm' starts fresh.*Set learn\.projector=true.*"
+                                          r"align\.steps > 0"):
+        plan_run(frozen_fresh, [])
+    random_llm = compose_training("learn.llm=false")
+    with pytest.raises(ConfigError, match=r"LLM starts from random weights \(init=random\).*learn\.llm=true.*"
+                                          r"init=default"):
+        plan_run(random_llm, [])
+    with pytest.raises(ValidationErrors) as info:  # every problem at once
+        plan_run(compose_training("+vision=siglip", "train=quick", "init=pretrained", "+audio=whale", "ship=true"), [])
+    assert len(info.value.problems) == 3
+    assert "init=pretrained is not one of random, default" in str(info.value)
+    assert "drop the +audio=... override" in str(info.value) and "drop ship=true" in str(info.value)
+    # what can be trained: the quick preset on a swapped tower (fresh tower and projector), the shipped recipe
+    plan = plan_run(compose_training("+vision=timm", "train=quick"), ["+vision=timm", "train=quick", "seed=1"])
+    assert plan.replaced == ["vision", "projector"] and sorted(plan.untrained) == ["projector", "vision"]
+    assert plan.load_overrides == ["+vision=timm"] and "vision tower stays frozen" in plan.warnings[0]
+    shipped = plan_run(compose_training(), [])
+    assert shipped.default_recipe and shipped.replaced == [] and shipped.load_overrides == ["+vision=internvit"]
+    again = plan_run(compose_training("+vision=internvit", "train=quick"), [])
+    assert again.replaced == [] and again.untrained == {} and not again.default_recipe
+
+
+def test_a_refused_run_exits_before_training_and_old_learn_flags_still_work(tmp_path, run_env):
+    """``train.<module>=`` (before ``train`` became the preset group) is read as ``learn.<module>=``."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "vita_framework.train", "+vision=timm", "train=quick",
+                           "train.projector=false", "align.steps=0", f"hydra.run.dir={out}"],
+                          capture_output=True, text=True, timeout=300, env=run_env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "'train.projector=false' is now 'learn.projector=false'" in proc.stderr
+    assert "error:" in proc.stderr and "Set learn.projector=true" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "bundle").exists() and not (out / "bundle.init").exists()

@@ -1,0 +1,69 @@
+"""The training schedule: up to three stages, each training a chosen set of modules, run in order.
+
+1. ``vision_warmup`` -- tower and projector (those in ``learn``) label each image token's region
+   (:mod:`vita_training.warmup`); how the shipped bundle's tower learnt to see.
+2. ``align`` -- the projector alone, everything else frozen, on answer tokens through the frozen LLM: it learns
+   to speak the LLM's embedding language (LLaVA's stage one). What a swapped encoder needs first.
+3. ``steps`` -- every module in ``learn`` (the LLM, usually with the projector) on answer tokens.
+
+A stage with 0 steps is skipped. Every stage draws its scenes from its own range of the train split, or, with
+``scene_pool``, both answer stages cycle through one pool of that many scenes (new questions each time round;
+a frozen tower encodes each scene once). A run is a pure function of its config.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from .loop import Trainer, fit
+from .warmup import warm_up_vision
+
+# the align stage's scenes come from their own range of the train split, apart from the other stages'
+ALIGN_FIRST_SCENE = 20_000_000
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Run the configured stages on ``trainer`` (whose ``trained`` modules are ``learn``'s); returns the logged
+    history and the seconds each stage took (``warmup_s``, ``align_s``, ``answers_s``)."""
+    learned = list(trainer.trained)
+    seconds: dict[str, float] = {}
+    pool = int(cfg.get("scene_pool", 0) or 0)
+    shared = dict(min_lr_ratio=float(cfg.min_lr_ratio), weight_decay=float(cfg.weight_decay),
+                  grad_clip=float(cfg.grad_clip), log_every=int(cfg.log_every), eval_every=int(cfg.eval_every),
+                  log=_log, scene_pool=pool)
+
+    t0 = time.perf_counter()
+    warmup = cfg.vision_warmup
+    history = warm_up_vision(trainer, steps=int(warmup.steps), images_per_step=int(warmup.images_per_step),
+                             lr=float(warmup.lr), weight_decay=float(cfg.weight_decay), grad_clip=float(cfg.grad_clip),
+                             log_every=int(cfg.log_every), log=_log)
+    seconds["warmup_s"] = time.perf_counter() - t0
+
+    align = cfg.align
+    if int(align.steps) > 0:
+        t0 = time.perf_counter()
+        trainer.learn(["projector"])
+        history += fit(trainer, steps=int(align.steps), images_per_step=int(align.images_per_step),
+                       questions_per_image=int(align.questions_per_image), lr=float(align.lr),
+                       warmup_steps=int(align.warmup_steps), stage="align",
+                       first_scene=0 if pool else ALIGN_FIRST_SCENE,  # a pool is shared: encoded once
+                       **shared)
+        trainer.learn(learned)
+        seconds["align_s"] = time.perf_counter() - t0
+
+    if int(cfg.steps) > 0 and learned:
+        t0 = time.perf_counter()
+        history += fit(trainer, steps=int(cfg.steps), images_per_step=int(cfg.images_per_step),
+                       questions_per_image=int(cfg.questions_per_image), lr=float(cfg.lr),
+                       warmup_steps=int(cfg.warmup_steps),
+                       curriculum=[tuple(c) for c in OmegaConf.to_container(cfg.curriculum, resolve=True)], **shared)
+        seconds["answers_s"] = time.perf_counter() - t0
+    trainer.set_mode(False)
+    return history, {k: round(v, 1) for k, v in seconds.items()}

@@ -1,0 +1,171 @@
+"""Prefill row by row, reusing the key/value states of prompt prefixes that requests share.
+
+Why: a left-padded batch prefills every row to the longest row's width, and every request recomputes the chat
+template's system prompt. On a CPU-bound server both are most of the work of a batch (a text row padded to an
+image row's width; ~100 system-prompt tokens per request). Here each row is prefilled alone, at its own length,
+starting from the cached states of its longest known shared prefix; the rows' states are then left-padded into
+one batch cache and ``generate`` runs only the last prompt position and the decode steps as one batch.
+
+Which prefixes are shared is learnt, not configured: a row's *text head* (its ids before the first placeholder,
+whose features differ per request) is compared with the other rows of the batch and with recent rows; a common
+head of at least :data:`MIN_PREFIX` tokens (the system prompt and the user turn's header, or an earlier turn of
+the same conversation) is computed once and kept in a byte-bounded LRU. No chat template knowledge is needed.
+
+The states of a prefix do not depend on what follows it (causal attention), so answers equal those of a
+plain prefill up to float rounding of differently shaped matrix products (greedy ids identical in the tests).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+#: shorter shared heads are not worth a cache entry
+MIN_PREFIX = 8
+#: text heads of this many recent rows are remembered to discover shared prefixes across batches
+RECENT_ROWS = 32
+
+
+def _common_length(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def text_head(ids: list[int]) -> tuple[int, ...]:
+    """The ids before the first placeholder (negative id): the part of a prompt that may be shared."""
+    for i, token in enumerate(ids):
+        if token < 0:
+            return tuple(ids[:i])
+    return tuple(ids)
+
+
+class PrefixStore:
+    """A byte-bounded LRU of prefix states (per layer ``(keys, values)``, batch 1), keyed by the prefix ids."""
+
+    def __init__(self, max_mb: float) -> None:
+        self.max_bytes = int(float(max_mb) * 2**20)
+        self._entries: collections.OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = collections.OrderedDict()
+        self._recent: collections.deque[tuple[int, ...]] = collections.deque(maxlen=RECENT_ROWS)
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> dict[str, int]:
+        """Lookups, hits, entries and bytes held (the server's /metrics reads them)."""
+        return {"queries": self.hits + self.misses, "hits": self.hits, "entries": len(self._entries),
+                "bytes": self._bytes}
+
+    def plan(self, heads: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """The prefix each row starts from: the longest stored key it begins with, else the longest head it
+        shares with another row of the batch or a recent row (at least :data:`MIN_PREFIX` ids), else ()."""
+        with self._lock:
+            chosen = []
+            for i, head in enumerate(heads):
+                best: tuple[int, ...] = ()
+                for key in self._entries:
+                    if len(best) < len(key) <= len(head) and head[:len(key)] == key:
+                        best = key
+                if not best:
+                    others = [h for j, h in enumerate(heads) if j != i] + list(self._recent)
+                    shared = max((_common_length(head, o) for o in others), default=0)
+                    if shared >= MIN_PREFIX:
+                        best = head[:shared]
+                chosen.append(best)
+            self._recent.extend(heads)
+            return chosen
+
+    def plan_rows(self, rows: list[list[int]]) -> PrefixPlan:
+        """:meth:`plan` for prompt ids (their text heads), as the LLM receives it."""
+        return PrefixPlan(self, self.plan([text_head(ids) for ids in rows]))
+
+    def get(self, key: tuple[int, ...]) -> list[tuple[Any, Any]] | None:
+        with self._lock:
+            states = self._entries.get(key)
+            if states is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return states
+
+    def put(self, key: tuple[int, ...], states: list[tuple[Any, Any]]) -> None:
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in states)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = states
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self._bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in old)
+
+
+@dataclass
+class PrefixPlan:
+    """Attached to :class:`~vita_framework.contracts.FusedInputs` by the pipeline: each row's shared prefix."""
+
+    store: PrefixStore
+    prefixes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+def _states(cache: Any) -> list[tuple[Any, Any]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _forward(model: Any, embeds: Any, cache: Any) -> Any:
+    """Run ``embeds`` after ``cache`` (None: from position 0); only the last position's logits are computed."""
+    from transformers import DynamicCache
+
+    cache = cache if cache is not None else DynamicCache(config=model.config)
+    model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1)
+    return cache
+
+
+def batch_cache(model: Any, fused: Any, plan: PrefixPlan) -> Any | None:
+    """The batch's cache of every prompt position but the last, built row by row (None when the mask is not
+    left padding, or a row has a single position: the caller then prefills as usual)."""
+    import torch
+    from transformers import DynamicCache
+
+    embeds, mask = fused.inputs_embeds, fused.attention_mask
+    width = embeds.shape[1]
+    lengths = [int(n) for n in mask.sum(dim=1).tolist()]
+    for row, n in enumerate(lengths):
+        if n < 2 or not bool(mask[row, width - n:].all()):
+            return None
+    rows = []
+    for row, n in enumerate(lengths):
+        tokens = embeds[row:row + 1, width - n:width - 1]
+        prefix = plan.prefixes[row] if row < len(plan.prefixes) else ()
+        prefix = prefix if 0 < len(prefix) <= n - 1 else ()
+        cache = None
+        if prefix:
+            states = plan.store.get(prefix)
+            if states is None:
+                states = _states(_forward(model, tokens[:, :len(prefix)], None))
+                plan.store.put(prefix, [(k.clone(), v.clone()) for k, v in states])
+            cache = DynamicCache(ddp_cache_data=list(states), config=model.config)
+        rest = tokens[:, len(prefix):]
+        if rest.shape[1]:
+            cache = _forward(model, rest, cache)
+        rows.append(_states(cache))
+    merged = []
+    for layer in range(len(rows[0])):
+        keys, values = [], []
+        for states in rows:
+            k, v = states[layer]
+            pad = (width - 1) - k.shape[-2]
+            keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+            values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+        merged.append((torch.cat(keys), torch.cat(values)))
+    return DynamicCache(ddp_cache_data=merged, config=model.config)
