@@ -49,7 +49,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ["+vision=internvit", "+audio=none", "device=cpu", "dtype=float32"]
 MODELS = {
     "default": BASE,
-    "mid-512x8": [*BASE, "checkpoint=null", "llm.arch.hidden_size=512", "llm.arch.num_hidden_layers=8",
+    # a random mid-size LLM; its random tower's tile is the 224 px of the images sent (not 448: 4x the pixels)
+    "mid-512x8": [*BASE, "checkpoint=null", "vision.arch.image_size=224", "llm.arch.hidden_size=512",
+                  "llm.arch.num_hidden_layers=8",
                   "llm.arch.intermediate_size=1376", "llm.arch.num_attention_heads=8",
                   "llm.arch.num_key_value_heads=4"],
 }

@@ -239,7 +239,7 @@ class CausalLMBackbone:
         if getattr(fused, "prefix", None) is not None and pruning is None:  # rows prefilled from shared prefix states
             from .prefix_cache import batch_cache
 
-            cache = batch_cache(self.model, fused, fused.prefix)
+            cache = batch_cache(self.model, fused, fused.prefix, room=int(config.max_new_tokens or 0))
             if cache is not None:
                 extra["cache"] = cache
         with _pruning_hooks(self.model, pruning, fused.attention_mask):

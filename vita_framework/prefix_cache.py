@@ -118,6 +118,38 @@ class PrefixPlan:
     prefixes: list[tuple[int, ...]] = field(default_factory=list)
 
 
+def _room_layer(keys: Any, values: Any, room: int) -> Any:
+    """A cache layer holding ``keys``/``values`` with ``room`` spare positions: each decode step writes its new
+    states in place, where the default layer concatenates (copying the whole batch's cache at every step)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        def __init__(self) -> None:
+            super().__init__()
+            shape = (*keys.shape[:-2], keys.shape[-2] + room, keys.shape[-1])
+            self._k, self._v = keys.new_empty(shape), values.new_empty(shape)
+            self._fill(keys, values, 0)
+            self.device, self.is_initialized = keys.device, True
+
+        def _fill(self, k: Any, v: Any, at: int) -> None:
+            end = at + k.shape[-2]
+            if end > self._k.shape[-2]:  # more steps than planned: grow (rare)
+                grown = (*self._k.shape[:-2], 2 * end, self._k.shape[-1])
+                for name in ("_k", "_v"):
+                    old, new = getattr(self, name), getattr(self, name).new_empty(grown)
+                    new[..., :at, :] = old[..., :at, :]
+                    setattr(self, name, new)
+            self._k[..., at:end, :] = k
+            self._v[..., at:end, :] = v
+            self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            self._fill(key_states, value_states, self.keys.shape[-2])
+            return self.keys, self.values
+
+    return RoomyLayer()
+
+
 def _states(cache: Any) -> list[tuple[Any, Any]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -131,7 +163,7 @@ def _forward(model: Any, embeds: Any, cache: Any) -> Any:
     return cache
 
 
-def batch_cache(model: Any, fused: Any, plan: PrefixPlan) -> Any | None:
+def batch_cache(model: Any, fused: Any, plan: PrefixPlan, room: int = 0) -> Any | None:
     """The batch's cache of every prompt position but the last, built row by row (None when the mask is not
     left padding, or a row has a single position: the caller then prefills as usual)."""
     import torch
@@ -168,4 +200,7 @@ def batch_cache(model: Any, fused: Any, plan: PrefixPlan) -> Any | None:
             keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
             values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
         merged.append((torch.cat(keys), torch.cat(values)))
-    return DynamicCache(ddp_cache_data=merged, config=model.config)
+    cache = DynamicCache(ddp_cache_data=merged, config=model.config)
+    if room > 0 and all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
+        cache.layers = [_room_layer(k, v, room + 1) for k, v in merged]
+    return cache

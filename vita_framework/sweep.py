@@ -214,9 +214,11 @@ class ResultsCollector(Callback):
         rows, fields, keys = csv_rows(entries)
         sweep_report.write_csv(sweep_dir / "summary.csv", rows, fields)
         failed = sum(e["status"] != "ok" for e in entries)
-        print(f"\n== sweep summary: {len(entries)} jobs, {failed} failed ({sweep_dir / 'results.jsonl'})")
+        drawn = sweep_report.plot(sweep_dir / "summary.png", rows, label_keys=keys)
+        png = "summary.png" if drawn.startswith("wrote") else drawn
+        print(f"\n== sweep summary: {len(entries)} jobs, {failed} failed ({sweep_dir / 'results.jsonl'}, "
+              f"summary.csv, {png})")
         print(format_summary(entries))
-        print(sweep_report.plot(sweep_dir / "summary.png", rows, label_keys=keys))
 
     # -- Hydra's hooks -----------------------------------------------------------------------------------
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
