@@ -111,7 +111,8 @@ def test_training_prompts_are_the_ids_generation_prepares(trainer):
 def test_region_batch_labels_every_image_token(trainer):
     from vita_training.warmup import region_batch
 
-    pixels, labels = region_batch(trainer, 0, 2)
+    pixels, labels, scenes = region_batch(trainer, 0, 2)
+    assert len(scenes) == 2 and region_batch(trainer, 5, 1, pool=4)[2][0] == synthetic.example("train", 1).scene
     assert pixels.shape[0] == 2 and labels.shape == (2, trainer.tokens_per_tile, 3)
     on_shape = labels[..., 0] > 0
     assert on_shape.any() and (on_shape == (labels[..., 1] > 0)).all() and (on_shape == (labels[..., 2] > 0)).all()

@@ -131,27 +131,27 @@ class Trainer:
         """Image features through tower and projector, reduced and spliced into the text by the pipeline's
         fusion (every stream but the image's is empty)."""
         stream = self.modality.stream
-        tiles = list(self.projector(self.tower_features(batch)).unbind(0))
+        tiles = list(self.projector(self.tower_features(batch.pixel_values, batch.scenes)).unbind(0))
         tiles = self.pipe.fusion.reduce(stream, tiles, [0] * len(tiles))
         features = {s: [] for s in self.placeholder_ids}
         features[stream] = [tiles[i] for i in batch.image_of_row]
         mask = torch.ones_like(batch.ids)
         return self.pipe.fusion.fuse(batch.ids, mask, self.llm.embed, features, self.placeholder_ids).inputs_embeds
 
-    def tower_features(self, batch: Batch) -> torch.Tensor:
-        """The tower's features of the batch's images; a frozen tower builds no graph, and with the feature
-        cache on it encodes each scene once."""
+    def tower_features(self, pixel_values: torch.Tensor, scenes: list[Any] | None = None) -> torch.Tensor:
+        """The tower's features of these images (of ``scenes``); a frozen tower builds no graph, and with the
+        feature cache on it encodes each scene once."""
         if "vision" in self.trained:
-            return self.vision.features(batch.pixel_values)
+            return self.vision.features(pixel_values)
         cache = self.feature_cache
         with torch.no_grad():
-            if cache is None or batch.scenes is None:
-                return self.vision.features(batch.pixel_values)
-            missing = [i for i, scene in enumerate(batch.scenes) if scene not in cache]
+            if cache is None or scenes is None:
+                return self.vision.features(pixel_values)
+            missing = [i for i, scene in enumerate(scenes) if scene not in cache]
             if missing:
-                for i, row in zip(missing, self.vision.features(batch.pixel_values[missing])):
-                    cache[batch.scenes[i]] = row
-            return torch.stack([cache[scene] for scene in batch.scenes])
+                for i, row in zip(missing, self.vision.features(pixel_values[missing])):
+                    cache[scenes[i]] = row
+            return torch.stack([cache[scene] for scene in scenes])
 
     def hidden(self, embeds: torch.Tensor, image_of_row: list[int] | None = None,
                shared_prefix: bool = True) -> tuple[torch.Tensor, int]:

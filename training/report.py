@@ -27,14 +27,14 @@ def generated_accuracy(pipeline: Any, examples: list[synthetic.Example], *, batc
     return right / max(1, len(examples)), texts
 
 
-def score(pipeline: Any, heldout: list[synthetic.Example]) -> tuple[float, dict[str, float | None]]:
-    """Exact-answer accuracy of generated answers, overall and by question kind."""
+def score(pipeline: Any, heldout: list[synthetic.Example]) -> tuple[float, dict[str, float | None], list[str]]:
+    """Exact-answer accuracy of generated answers, overall and by question kind, and the answers."""
     accuracy, texts = generated_accuracy(pipeline, heldout)
     by_kind: dict[str, float | None] = {}
     for kind in synthetic.QUESTION_KINDS:
         marks = [synthetic.is_correct(t, e.answer) for t, e in zip(texts, heldout) if e.kind == kind]
         by_kind[kind] = round(sum(marks) / len(marks), 4) if marks else None
-    return accuracy, by_kind
+    return accuracy, by_kind, texts
 
 
 def latency(pipeline: Any, repeats: int = 5) -> dict[str, float]:

@@ -43,7 +43,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
     warmup = cfg.vision_warmup
     history = warm_up_vision(trainer, steps=int(warmup.steps), images_per_step=int(warmup.images_per_step),
                              lr=float(warmup.lr), weight_decay=float(cfg.weight_decay), grad_clip=float(cfg.grad_clip),
-                             log_every=int(cfg.log_every), log=_log)
+                             log_every=int(cfg.log_every), log=_log, scene_pool=pool)
     seconds["warmup_s"] = time.perf_counter() - t0
 
     align = cfg.align

@@ -164,11 +164,15 @@ def _forward(model: Any, embeds: Any, cache: Any) -> Any:
 
 
 def batch_cache(model: Any, fused: Any, plan: PrefixPlan, room: int = 0) -> Any | None:
-    """The batch's cache of every prompt position but the last, built row by row (None when the mask is not
-    left padding, or a row has a single position: the caller then prefills as usual)."""
+    """The batch's cache of every prompt position but the last, built row by row, with ``room`` positions to
+    decode into (None when the mask is not left padding, a row has a single position, or the model's cache is
+    not plain per-layer key/value states: the caller then prefills as usual)."""
     import torch
     from transformers import DynamicCache
 
+    probe = DynamicCache(config=model.config)
+    if any(type(layer).__name__ != "DynamicLayer" for layer in getattr(probe, "layers", [None])):
+        return None  # sliding-window or linear-attention layers keep states another way: plain prefill
     embeds, mask = fused.inputs_embeds, fused.attention_mask
     width = embeds.shape[1]
     lengths = [int(n) for n in mask.sum(dim=1).tolist()]
@@ -201,6 +205,6 @@ def batch_cache(model: Any, fused: Any, plan: PrefixPlan, room: int = 0) -> Any 
             values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
         merged.append((torch.cat(keys), torch.cat(values)))
     cache = DynamicCache(ddp_cache_data=merged, config=model.config)
-    if room > 0 and all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
+    if room > 0:
         cache.layers = [_room_layer(k, v, room + 1) for k, v in merged]
     return cache

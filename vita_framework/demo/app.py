@@ -113,7 +113,6 @@ def create_demo(chat: DemoChat, composition: list[dict[str, str]], *, model_name
             show_progress="hidden",
         )
         stop.click(cancel, None, None, api_name="stop", concurrency_limit=None, show_progress="hidden")
-        box.stop(cancel, None, None, api_name=False, concurrency_limit=None, show_progress="hidden")
         clear.click(reset, None, [chatbot, box, stats], api_name="clear", concurrency_limit=None)
         chatbot.clear(emptied, None, [stats], api_name=False, concurrency_limit=None)
         demo.unload(forget)
