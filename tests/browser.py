@@ -175,7 +175,7 @@ def _runs(binary: Path) -> bool:
         done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0 and "chromium" in done.stdout.lower()
+    return done.returncode == 0 and bool(done.stdout.strip())  # "Chromium 156.0..." (or another Chromium build)
 
 
 @pytest.fixture(scope="session")

@@ -138,6 +138,7 @@ def streaming(job, outputs: int = 2, timeout: float = 60.0) -> None:
     wait_until(lambda: len(job.outputs()) >= outputs, timeout, what=f"{outputs} outputs of the answer")
 
 
+@pytest.mark.slow
 def test_each_input_kind_streams_the_clis_answer(app, questions, cli_answers):
     for kind, (text, files) in questions.items():
         job = ask(tab(app), text, files)
@@ -151,6 +152,7 @@ def test_each_input_kind_streams_the_clis_answer(app, questions, cli_answers):
         assert len(set(grown)) >= 3, grown  # the answer arrived in pieces, not at once
 
 
+@pytest.mark.slow
 def test_tabs_asking_at_once_are_batched_and_stop_ends_a_generation(app, questions, cli_answers):
     long = tab(app)
     story = ask(long, "Tell me a story.", max_tokens=4000)
@@ -169,6 +171,7 @@ def test_tabs_asking_at_once_are_batched_and_stop_ends_a_generation(app, questio
         assert stat(panel, "batch") == "3 rows", panel
 
 
+@pytest.mark.slow
 def test_a_busy_tab_gets_a_note_and_goes_on(app, questions, cli_answers):
     client = tab(app)
     first = ask(client, "Tell me a story.", max_tokens=4000)
@@ -185,6 +188,7 @@ def test_a_busy_tab_gets_a_note_and_goes_on(app, questions, cli_answers):
     assert texts(chat) == ["What shape is red?", cli_answers["text"]]
 
 
+@pytest.mark.slow
 def test_bad_uploads_are_notes_in_the_chat(app, questions, cli_answers, tmp_path):
     client = tab(app)
     broken = tmp_path / "broken.png"

@@ -17,8 +17,9 @@ from typing import Any
 
 from ..errors import VitaError
 from ..serve.chat import ChatMessage, ChatRequest, TextPart
+from ..serve.continuous import make_engine
 from ..serve.protocol import APIError, ChatParams, MediaStore
-from ..serve.scheduler import Job, QueueFull, Scheduler
+from ..serve.scheduler import Job, QueueFull
 from .options import DemoOptions
 from .session import Session, SessionStore, Stats, classify, shown, text_part, user_message
 
@@ -60,13 +61,13 @@ class DemoChat:
         self.options = options or DemoOptions()
         self.pipeline = pipeline
         pipeline.set_encoder_cache(self.options.encoder_cache_mb)
+        pipeline.set_prefix_cache(self.options.prefix_cache_mb)
         self.recorder = BatchRecorder(pipeline)
-        self.scheduler = Scheduler(
-            self.recorder,
-            max_batch_size=self.options.max_batch_size,
-            batch_wait_ms=self.options.batch_wait_ms,
-            max_queue=self.options.max_queue,
-        )
+        self.continuous = bool(getattr(pipeline.llm, "continuous_batching", False))
+        self.scheduler = make_engine(self.recorder, max_batch_size=self.options.max_batch_size,  # the server's
+                                     batch_wait_ms=self.options.batch_wait_ms, max_queue=self.options.max_queue)
+        defaults = pipeline.llm.generation_config(pipeline.generation_options)
+        self.sampling_by_default = bool(pipeline.generation_options.get("do_sample", defaults.do_sample))
         self.sessions = SessionStore()
         self._ids = itertools.count()
 
@@ -77,7 +78,7 @@ class DemoChat:
     @property
     def default_temperature(self) -> float:
         """The slider's start: 0 (greedy) unless the configured generation samples."""
-        if not self.scheduler.sampling_by_default:
+        if not self.sampling_by_default:
             return 0.0
         return float(self.pipeline.generation_options.get("temperature") or 1.0)
 
@@ -180,7 +181,11 @@ class DemoChat:
     def _finish(self, stats: Stats, job: DemoJob, outcome: Any) -> None:
         done = job.finished_at or time.perf_counter()
         stats.tokens_out, stats.finish = outcome.completion_tokens, outcome.finish_reason
-        stats.batch_rows = self.recorder.rows.get(job.request.id)
+        rows = self.recorder.rows.get(job.request.id)
+        if self.continuous:
+            stats.batch = "continuous (the LLM engine's)"
+        elif rows is not None:
+            stats.batch = f"{rows} row{'s' if rows != 1 else ''}"
         first = outcome.first_token_at
         if first is not None:
             stats.ttft_s = max(0.0, first - job.arrived)

@@ -20,6 +20,7 @@ class DemoOptions:
     batch_wait_ms: float = 10.0
     max_queue: int = 64
     encoder_cache_mb: float = 256.0
+    prefix_cache_mb: float = 64.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -34,7 +35,7 @@ class DemoOptions:
         for name in ("max_batch_size", "max_queue"):
             if getattr(self, name) < 1:
                 out.append(f"demo.{name} must be >= 1; got {getattr(self, name)}")
-        for name in ("batch_wait_ms", "encoder_cache_mb"):
+        for name in ("batch_wait_ms", "encoder_cache_mb", "prefix_cache_mb"):
             if getattr(self, name) < 0:
                 out.append(f"demo.{name} must be >= 0; got {getattr(self, name)}")
         if not str(self.host).strip():

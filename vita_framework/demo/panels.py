@@ -52,7 +52,6 @@ def stats_markdown(stats: Stats | None, *, running: bool = False) -> str:
     parts = ", ".join(f"{k} {v}" for k, v in stats.tokens_in.items() if k != "total" and v)
     ttft = "-" if stats.ttft_s is None else f"{stats.ttft_s * 1000:.0f} ms"
     speed = "-" if stats.decode_tokens_per_s is None else f"{stats.decode_tokens_per_s:.1f} tokens/s"
-    batch = "-" if stats.batch_rows is None else f"{stats.batch_rows} row{'s' if stats.batch_rows != 1 else ''}"
     finish = (
         "generating…"
         if running
@@ -70,7 +69,7 @@ def stats_markdown(stats: Stats | None, *, running: bool = False) -> str:
             f"| tokens out | {stats.tokens_out} |",
             f"| time to first token | {ttft} |",
             f"| decode | {speed} |",
-            f"| batch | {batch} |",
+            f"| batch | {stats.batch or '-'} |",
             f"| finished | {finish} |",
         ]
     )

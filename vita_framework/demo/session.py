@@ -29,7 +29,7 @@ class Stats:
     tokens_out: int = 0
     ttft_s: float | None = None
     decode_tokens_per_s: float | None = None
-    batch_rows: int | None = None
+    batch: str | None = None  # the rows of its batch, or the LLM engine's continuous batching
     finish: str | None = None
 
 

@@ -28,11 +28,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .chat import ChatRequest
-from .continuous import ContinuousEngine
+from .continuous import ContinuousEngine, make_engine
 from .metrics import Metrics
 from .options import ServeOptions
 from .protocol import APIError, MediaStore, chunk, completion, parse_chat, usage
-from .scheduler import Job, QueueFull, Scheduler
+from .scheduler import Job, QueueFull
 
 log = logging.getLogger("vita_framework.serve")
 
@@ -45,11 +45,8 @@ def create_app(pipeline: Any, options: ServeOptions | None = None, *, model_name
     pipeline.set_encoder_cache(options.encoder_cache_mb)
     pipeline.set_prefix_cache(options.prefix_cache_mb)
     metrics = Metrics()
-    if getattr(pipeline.llm, "continuous_batching", False):  # the LLM's engine batches at every step (vLLM)
-        scheduler: Any = ContinuousEngine(pipeline, max_queue=options.max_queue, metrics=metrics)
-    else:
-        scheduler = Scheduler(pipeline, max_batch_size=options.max_batch_size, batch_wait_ms=options.batch_wait_ms,
-                              max_queue=options.max_queue, metrics=metrics)
+    scheduler = make_engine(pipeline, max_batch_size=options.max_batch_size, batch_wait_ms=options.batch_wait_ms,
+                            max_queue=options.max_queue, metrics=metrics)
     metrics.watch(scheduler.queue_length, lambda: pipeline.encoder_cache, lambda: pipeline.prefix_store)
     headers = {"X-Vita-Replica": replica}
 

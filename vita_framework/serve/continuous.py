@@ -149,3 +149,16 @@ class ContinuousEngine:
                 control.finish_reason = "stop"
         job.post("done", Outcome(control.text, control.finish_reason or "stop", len(control.ids),
                                  control.first_token_at))
+
+
+def make_engine(pipeline: Any, *, max_batch_size: int, batch_wait_ms: float, max_queue: int,
+                metrics: Any = None) -> Any:
+    """The engine a server (or the demo) runs ``pipeline`` on: :class:`ContinuousEngine` when its LLM batches by
+    itself (``llm=vllm llm.engine=async``), else the framework's dynamic batcher
+    (:class:`~vita_framework.serve.scheduler.Scheduler`)."""
+    if getattr(pipeline.llm, "continuous_batching", False):
+        return ContinuousEngine(pipeline, max_queue=max_queue, metrics=metrics)
+    from .scheduler import Scheduler
+
+    return Scheduler(pipeline, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, max_queue=max_queue,
+                     metrics=metrics)
