@@ -14,6 +14,15 @@ from vita_framework.request import GenerationResult, Request
 from vita_framework.requests_io import read_requests
 
 CASE5 = GOLDEN / "case5_batch2"
+
+
+def _score_tolerance() -> float:
+    """1e-4 with the Pillow the golden data was made with (13). Pillow 12 (which the ``demo`` extra's Gradio
+    requires) runs the two passes of a bicubic resize in the other order for row 0's 450x460 -> 448x448 tile:
+    1.2 % of its pixels differ by 1-2 levels, the scores by ~2e-3; the ids are identical either way."""
+    import PIL
+
+    return 1e-4 if int(PIL.__version__.split(".")[0]) >= 13 else 5e-3
 VITA15_AUDIO = ("+experiment=vita15", f"checkpoint={GOLDEN_CKPT}", "dtype=float32", "device=cpu", "audio=whale",
                 "vision.attn_implementation=eager", "generation.max_new_tokens=20")
 ROWS = [Request("What color is the square on the left?", images=[CASE5 / "row0_source.png"]),
@@ -32,11 +41,12 @@ def test_case5_left_padded_batch_gives_every_row_its_single_result(pipe):
     scores = result.scores[0]
     # the longest row equals the reference's batched output
     assert result.rows[0].generated_ids == batched["generated_ids_demo"][0].tolist()
-    assert (scores[0] - batched["scores_demo"][0]).abs().max() < 1e-4
+    tolerance = _score_tolerance()
+    assert (scores[0] - batched["scores_demo"][0]).abs().max() < tolerance
     for i, single in enumerate(singles):
         ids = single["generated_ids_demo"][0].tolist()
         assert result.rows[i].generated_ids == ids
-        assert (scores[i, : len(ids)] - single["scores_demo"][0]).abs().max() < 1e-4
+        assert (scores[i, : len(ids)] - single["scores_demo"][0]).abs().max() < tolerance
         alone = pipe.generate(ROWS[i].prompt, images=ROWS[i].items("image"), audios=ROWS[i].items("audio"))
         assert alone.rows[0].generated_ids == ids
     assert result.rows[1].generated_ids[-1] == 402 and len(result.rows[1].generated_ids) == 9  # its own stop

@@ -12,7 +12,6 @@ import sys
 
 import pytest
 from PIL import Image
-
 from test_training_compositions import TINY
 
 KINDS = ("shape", "colour", "count", "position", "describe")
@@ -110,7 +109,8 @@ def test_inference_sweep_report_and_tensorboard_tracking(tmp_path):
         ("1.0", "0.75", "49.0", "40.0"), ("0.5", "0.5", "25.0", "25.0")]
     _png(sweep / "summary.png")
     runs = sorted((sweep / "tensorboard").iterdir())
-    assert [r.name for r in runs] == ["job_0_vision=internvit_fusion.keep=1.0", "job_1_vision=internvit_fusion.keep=0.5"]
+    assert [r.name for r in runs] == ["job_0_vision=internvit_fusion.keep=1.0",
+                                      "job_1_vision=internvit_fusion.keep=0.5"]
     for run, row in zip(runs, rows):
         events = EventAccumulator(str(run))
         events.Reload()

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from example_site import clean_env, install_example
 from safetensors import safe_open
 
+from example_site import clean_env, install_example
 from vita_framework.errors import ConfigError, ValidationErrors
 from vita_training import synthetic
 
