@@ -32,15 +32,44 @@ def _rows(path):
 @pytest.mark.slow
 def test_a_training_sweep_reports_every_job_and_logs_it_to_mlflow(tmp_path, run_env):
     sweep = tmp_path / "sweep"
-    proc = subprocess.run([sys.executable, "-m", "vita_framework.train", "-m", "+vision=internvit,timm", "train=quick",
-                           *TINY, "hydra.callbacks.results.tracking=mlflow", f"hydra.sweep.dir={sweep}"],
-                          capture_output=True, text=True, timeout=900, env=run_env, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vita_framework.train",
+            "-m",
+            "+vision=internvit,timm",
+            "train=quick",
+            *TINY,
+            "hydra.callbacks.results.tracking=mlflow",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=run_env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(sweep / "summary.csv")
-    assert list(rows[0]) == ["job", "status", "vision", "accuracy", *(f"accuracy_{k}" for k in KINDS),
-                             "visual_tokens", "ttft_ms", "params", "trained_params", "train_s", "bundle", "error"]
+    assert list(rows[0]) == [
+        "job",
+        "status",
+        "vision",
+        "accuracy",
+        *(f"accuracy_{k}" for k in KINDS),
+        "visual_tokens",
+        "ttft_ms",
+        "params",
+        "trained_params",
+        "train_s",
+        "bundle",
+        "error",
+    ]
     assert [(r["job"], r["status"], r["vision"], r["visual_tokens"]) for r in rows] == [
-        ("0", "ok", "internvit", "49"), ("1", "ok", "timm", "196")]
+        ("0", "ok", "internvit", "49"),
+        ("1", "ok", "timm", "196"),
+    ]
     for n, row in enumerate(rows):
         result = json.loads((sweep / str(n) / "result.json").read_text())
         assert float(row["accuracy"]) == result["accuracy"] and 0 <= result["accuracy"] <= 1
@@ -72,14 +101,31 @@ def test_a_training_sweep_reports_every_job_and_logs_it_to_mlflow(tmp_path, run_
 def _fake_job(sweep, num, overrides, tokens, ttft, score, dataset):
     job = sweep / str(num)
     job.mkdir(parents=True)
-    rows = [{"text": "red", "tokens_in": {"total": 300, "image": tokens, "text": 300 - tokens}, "tokens_out": 2},
-            {"text": "two", "tokens_in": {"total": 150, "image": tokens // 2, "text": 150 - tokens // 2},
-             "tokens_out": 2}]
-    (job / "result.json").write_text(json.dumps({
-        "status": "ok", "job_num": num, "overrides": overrides, "rows": rows,
-        "choices": {"vision": "internvit", "fusion": "splice"}, "peak_memory_mb": 800.0,
-        "timings": {"time_to_first_token_s": ttft, "decode_tokens_per_s": 100.0},
-        "eval": {"score": score, "exact": score, "contains": score, "metric": "exact", "n": 2, "dataset": dataset}}))
+    rows = [
+        {"text": "red", "tokens_in": {"total": 300, "image": tokens, "text": 300 - tokens}, "tokens_out": 2},
+        {"text": "two", "tokens_in": {"total": 150, "image": tokens // 2, "text": 150 - tokens // 2}, "tokens_out": 2},
+    ]
+    (job / "result.json").write_text(
+        json.dumps(
+            {
+                "status": "ok",
+                "job_num": num,
+                "overrides": overrides,
+                "rows": rows,
+                "choices": {"vision": "internvit", "fusion": "splice"},
+                "peak_memory_mb": 800.0,
+                "timings": {"time_to_first_token_s": ttft, "decode_tokens_per_s": 100.0},
+                "eval": {
+                    "score": score,
+                    "exact": score,
+                    "contains": score,
+                    "metric": "exact",
+                    "n": 2,
+                    "dataset": dataset,
+                },
+            }
+        )
+    )
     return job
 
 
@@ -92,25 +138,44 @@ def test_inference_sweep_report_and_tensorboard_tracking(tmp_path):
     from vita_framework.sweep import ResultsCollector
 
     data = tmp_path / "qa.jsonl"  # row 0 asks about two images, row 1 about one: 3 images in all
-    data.write_text(json.dumps({"prompt": "What colour?", "images": ["a.png", "b.png"], "answer": "red"}) + "\n"
-                    + json.dumps({"prompt": "How many?", "images": ["a.png"], "answer": "two"}) + "\n")
+    data.write_text(
+        json.dumps({"prompt": "What colour?", "images": ["a.png", "b.png"], "answer": "red"})
+        + "\n"
+        + json.dumps({"prompt": "How many?", "images": ["a.png"], "answer": "two"})
+        + "\n"
+    )
     sweep = tmp_path / "sweep"
     collector = ResultsCollector(tracking="tensorboard")
     for num, (keep, tokens, ttft, score) in enumerate([("1.0", 98, 0.040, 0.75), ("0.5", 50, 0.025, 0.5)]):
         job = _fake_job(sweep, num, ["+vision=internvit", f"fusion.keep={keep}"], tokens, ttft, score, str(data))
-        collector.on_job_end(OmegaConf.create({"hydra": {
-            "runtime": {"output_dir": str(job)}, "mode": "MULTIRUN", "sweep": {"dir": str(sweep)},
-            "run": {"dir": str(tmp_path)}, "job": {"name": "vita"}}}), job_return=None)
+        collector.on_job_end(
+            OmegaConf.create(
+                {
+                    "hydra": {
+                        "runtime": {"output_dir": str(job)},
+                        "mode": "MULTIRUN",
+                        "sweep": {"dir": str(sweep)},
+                        "run": {"dir": str(tmp_path)},
+                        "job": {"name": "vita"},
+                    }
+                }
+            ),
+            job_return=None,
+        )
     collector.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     rows = _rows(sweep / "summary.csv")
     assert list(rows[0])[2:3] == ["fusion.keep"] and {"accuracy", "visual_tokens", "ttft_ms"} <= set(rows[0])
     # (98 + 49) image positions over 3 images; (50 + 25) over 3
     assert [(r["fusion.keep"], r["accuracy"], r["visual_tokens"], r["ttft_ms"]) for r in rows] == [
-        ("1.0", "0.75", "49.0", "40.0"), ("0.5", "0.5", "25.0", "25.0")]
+        ("1.0", "0.75", "49.0", "40.0"),
+        ("0.5", "0.5", "25.0", "25.0"),
+    ]
     _png(sweep / "summary.png")
     runs = sorted((sweep / "tensorboard").iterdir())
-    assert [r.name for r in runs] == ["job_0_vision=internvit_fusion.keep=1.0",
-                                      "job_1_vision=internvit_fusion.keep=0.5"]
+    assert [r.name for r in runs] == [
+        "job_0_vision=internvit_fusion.keep=1.0",
+        "job_1_vision=internvit_fusion.keep=0.5",
+    ]
     for run, row in zip(runs, rows):
         events = EventAccumulator(str(run))
         events.Reload()

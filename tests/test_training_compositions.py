@@ -16,8 +16,17 @@ from example_site import clean_env, install_example
 from vita_framework.errors import ConfigError, ValidationErrors
 from vita_training import synthetic
 
-TINY = ["scene_pool=4", "align.steps=2", "align.images_per_step=2", "align.questions_per_image=2", "steps=2",
-        "images_per_step=2", "questions_per_image=2", "heldout=6", "log_every=1"]
+TINY = [
+    "scene_pool=4",
+    "align.steps=2",
+    "align.images_per_step=2",
+    "align.questions_per_image=2",
+    "steps=2",
+    "images_per_step=2",
+    "questions_per_image=2",
+    "heldout=6",
+    "log_every=1",
+]
 
 
 def compose_training(*overrides: str):
@@ -37,10 +46,20 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
     site = install_example(tmp_path / "example")
     env = clean_env(site)
     out = tmp_path / "run"
-    components = ["+vision=timm", "+vision.model_kwargs.depth=1", "projector=perceiver_resampler",
-                  "projector.num_latents=16"]
-    proc = subprocess.run([sys.executable, "-m", "vita_framework.train", *components, "train=quick", *TINY,
-                           f"hydra.run.dir={out}"], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    components = [
+        "+vision=timm",
+        "+vision.model_kwargs.depth=1",
+        "projector=perceiver_resampler",
+        "projector.num_latents=16",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "vita_framework.train", *components, "train=quick", *TINY, f"hydra.run.dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "align step     2  shapes<=" in proc.stdout and "\nstep     2  shapes<=" in proc.stdout
     assert "vision tower stays frozen" in proc.stderr  # a random timm tower is a choice, said out loud
@@ -61,9 +80,24 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
     image = tmp_path / "scene.png"
     synthetic.example("heldout", 3).image().save(image)
     args = shlex.split(result["load_command"])[3:]
-    infer = subprocess.run([sys.executable, "-m", "vita_framework", *args, "device=cpu", "prompt='What shape is red?'",
-                            f"images=[{image}]", "generation.max_new_tokens=4", f"hydra.run.dir={tmp_path / 'infer'}"],
-                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    infer = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vita_framework",
+            *args,
+            "device=cpu",
+            "prompt='What shape is red?'",
+            f"images=[{image}]",
+            "generation.max_new_tokens=4",
+            f"hydra.run.dir={tmp_path / 'infer'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert infer.returncode == 0, infer.stderr[-3000:]
     answer = json.loads((tmp_path / "infer" / "result.json").read_text())
     assert answer["choices"]["vision"] == "timm" and answer["choices"]["projector"] == "perceiver_resampler"
@@ -76,13 +110,19 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
     from vita_training.composition import plan_run
 
     frozen_fresh = compose_training("+vision=timm", "train=quick", "learn.projector=false", "align.steps=0")
-    with pytest.raises(ConfigError, match=r"projector is never trained but has no trained weights: projector "
-                                          r"'mlp2x_gelu' for vision 'timm' starts fresh.*Set learn\.projector=true.*"
-                                          r"align\.steps > 0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"projector is never trained but has no trained weights: projector "
+        r"'mlp2x_gelu' for vision 'timm' starts fresh.*Set learn\.projector=true.*"
+        r"align\.steps > 0",
+    ):
         plan_run(frozen_fresh, [])
     random_llm = compose_training("learn.llm=false")
-    with pytest.raises(ConfigError, match=r"LLM starts from random weights \(init=random\).*learn\.llm=true.*"
-                                          r"init=default"):
+    with pytest.raises(
+        ConfigError,
+        match=r"LLM starts from random weights \(init=random\).*learn\.llm=true.*"
+        r"init=default",
+    ):
         plan_run(random_llm, [])
     with pytest.raises(ValidationErrors) as info:  # every problem at once
         plan_run(compose_training("+vision=siglip", "train=quick", "init=pretrained", "+audio=whale", "ship=true"), [])
@@ -102,9 +142,23 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
 def test_a_refused_run_exits_before_training_and_old_learn_flags_still_work(tmp_path, run_env):
     """``train.<module>=`` (before ``train`` became the preset group) is read as ``learn.<module>=``."""
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "vita_framework.train", "+vision=timm", "train=quick",
-                           "train.projector=false", "align.steps=0", f"hydra.run.dir={out}"],
-                          capture_output=True, text=True, timeout=300, env=run_env, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vita_framework.train",
+            "+vision=timm",
+            "train=quick",
+            "train.projector=false",
+            "align.steps=0",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=run_env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "'train.projector=false' is now 'learn.projector=false'" in proc.stderr
     assert "error:" in proc.stderr and "Set learn.projector=true" in proc.stderr

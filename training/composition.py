@@ -83,13 +83,17 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
     problems: list[str] = []
     init = str(cfg.get("init", "random"))
     if init not in INITS:
-        problems.append(f"init={init} is not one of {', '.join(INITS)} (random: every part from `arch`; "
-                        "default: the embedded default bundle's LLM and tokenizer)")
+        problems.append(
+            f"init={init} is not one of {', '.join(INITS)} (random: every part from `arch`; "
+            "default: the embedded default bundle's LLM and tokenizer)"
+        )
         init = "random"
     audio = cfg.get("audio")
     if audio is not None and audio.get("component") not in (None, "none"):
-        problems.append(f"audio={audio.get('component')}: training covers image questions only; drop the "
-                        "+audio=... override (the bundle is built with +audio=none)")
+        problems.append(
+            f"audio={audio.get('component')}: training covers image questions only; drop the "
+            "+audio=... override (the bundle is built with +audio=none)"
+        )
     learn = {name: bool((cfg.get("learn") or {}).get(name, False)) for name in LEARNABLE}
     unknown = sorted(set(cfg.get("learn") or {}) - set(LEARNABLE))
     problems += [f"unknown option learn.{k}; valid: {', '.join(f'learn.{n}' for n in LEARNABLE)}" for k in unknown]
@@ -106,33 +110,49 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
         untrained = dict.fromkeys(LEARNABLE, "init=random")
     else:
         if not same_vision:
-            untrained["vision"] = (f"vision '{run.vision.component}' has no tower in the embedded default bundle "
-                                   "(an InternViT one), so it starts from its own initialisation")
+            untrained["vision"] = (
+                f"vision '{run.vision.component}' has no tower in the embedded default bundle "
+                "(an InternViT one), so it starts from its own initialisation"
+            )
         if not same_projector:
-            untrained["projector"] = (f"projector '{run.projector.component}' for vision '{run.vision.component}' "
-                                      "starts fresh (the default's mlp2x_gelu was trained on InternViT features)")
+            untrained["projector"] = (
+                f"projector '{run.projector.component}' for vision '{run.vision.component}' "
+                "starts fresh (the default's mlp2x_gelu was trained on InternViT features)"
+            )
     warmup, align, steps = int(cfg.vision_warmup.steps), int(cfg.align.steps), int(cfg.steps)
-    trains = {"vision": learn["vision"] and (warmup > 0 or steps > 0),
-              "projector": align > 0 or (learn["projector"] and (warmup > 0 or steps > 0)),
-              "llm": learn["llm"] and steps > 0}
+    trains = {
+        "vision": learn["vision"] and (warmup > 0 or steps > 0),
+        "projector": align > 0 or (learn["projector"] and (warmup > 0 or steps > 0)),
+        "llm": learn["llm"] and steps > 0,
+    }
     if not any(trains.values()):
-        problems.append("nothing would be trained: set align.steps > 0, or steps > 0 with one of learn.vision, "
-                        "learn.projector, learn.llm true")
+        problems.append(
+            "nothing would be trained: set align.steps > 0, or steps > 0 with one of learn.vision, "
+            "learn.projector, learn.llm true"
+        )
     if "projector" in untrained and not trains["projector"]:
-        problems.append(f"the projector is never trained but has no trained weights: {untrained['projector']}. "
-                        "Set learn.projector=true (with steps or vision_warmup.steps > 0) or align.steps > 0")
+        problems.append(
+            f"the projector is never trained but has no trained weights: {untrained['projector']}. "
+            "Set learn.projector=true (with steps or vision_warmup.steps > 0) or align.steps > 0"
+        )
     if "llm" in untrained and not trains["llm"]:
-        problems.append("the LLM starts from random weights (init=random) but is never trained: set learn.llm=true "
-                        "and steps > 0, or init=default to start from the embedded default's trained LLM")
+        problems.append(
+            "the LLM starts from random weights (init=random) but is never trained: set learn.llm=true "
+            "and steps > 0, or init=default to start from the embedded default's trained LLM"
+        )
     notes = []
     if "vision" in untrained and not trains["vision"]:
-        notes.append(f"the vision tower stays frozen at its initialisation ({untrained['vision']}): random "
-                     "features unless its options load weights (e.g. vision.weights=<file> for timm); "
-                     "learn.vision=true with vision_warmup.steps > 0 trains it")
+        notes.append(
+            f"the vision tower stays frozen at its initialisation ({untrained['vision']}): random "
+            "features unless its options load weights (e.g. vision.weights=<file> for timm); "
+            "learn.vision=true with vision_warmup.steps > 0 trains it"
+        )
     default_recipe = init == "random" and not replaced and run.llm.component == "qwen2"
     if bool(cfg.get("ship")) and not default_recipe:
-        problems.append("ship=true replaces the embedded default bundle, which is the internvit + mlp2x_gelu + "
-                        "qwen2 recipe from `arch` (init=random, train=full); drop ship=true for this composition")
+        problems.append(
+            "ship=true replaces the embedded default bundle, which is the internvit + mlp2x_gelu + "
+            "qwen2 recipe from `arch` (init=random, train=full); drop ship=true for this composition"
+        )
     if problems:
         raise ValidationErrors(problems)
     return Plan(init, replaced, untrained, component_overrides(list(task_overrides)), default_recipe, notes)
@@ -144,9 +164,11 @@ def check_warmup(trainer: Any, steps: int) -> None:
     if steps <= 0:
         return
     tokens, rows = int(trainer.tokens_per_tile), int(trainer.image_rows)
-    side = int(round(tokens ** 0.5))
+    side = int(round(tokens**0.5))
     if rows != tokens or side * side != tokens:
-        raise ConfigError(f"vision_warmup.steps={steps}: region labels need the projector and fusion to keep one "
-                          f"token per tower token on a square grid, but the tower gives {tokens} tokens and the "
-                          f"LLM receives {rows} per image; set vision_warmup.steps=0 (align.steps trains the "
-                          "projector on answers instead)")
+        raise ConfigError(
+            f"vision_warmup.steps={steps}: region labels need the projector and fusion to keep one "
+            f"token per tower token on a square grid, but the tower gives {tokens} tokens and the "
+            f"LLM receives {rows} per image; set vision_warmup.steps=0 (align.steps trains the "
+            "projector on answers instead)"
+        )

@@ -15,8 +15,9 @@ from typing import Any
 from vita_training import synthetic
 
 
-def generated_accuracy(pipeline: Any, examples: list[synthetic.Example], *, batch_size: int = 50,
-                       max_new_tokens: int = 24) -> tuple[float, list[str]]:
+def generated_accuracy(
+    pipeline: Any, examples: list[synthetic.Example], *, batch_size: int = 50, max_new_tokens: int = 24
+) -> tuple[float, list[str]]:
     """Fraction of ``examples`` whose generated answer (the public ``generate_batch``) is exactly right."""
     from vita_framework.request import Request
 
@@ -65,9 +66,13 @@ def hydra_meta() -> dict[str, Any]:
         from omegaconf import OmegaConf
 
         hc = HydraConfig.get()
-        return {"job_num": hc.job.get("num"), "overrides": list(hc.overrides.task),
-                "choices": {k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items()
-                            if not k.startswith("hydra")}}
+        return {
+            "job_num": hc.job.get("num"),
+            "overrides": list(hc.overrides.task),
+            "choices": {
+                k: v for k, v in OmegaConf.to_container(hc.runtime.choices).items() if not k.startswith("hydra")
+            },
+        }
     except ValueError:
         return {"job_num": None, "overrides": [], "choices": {}}
 
@@ -76,8 +81,14 @@ def load_command(bundle: Path, overrides: list[str]) -> str:
     """The inference command that loads ``bundle`` with this run's components."""
     import shlex
 
-    return " ".join(["python -m vita_framework", shlex.quote(f"checkpoint={bundle}"), "+audio=none",
-                     *(shlex.quote(o) for o in overrides)])
+    return " ".join(
+        [
+            "python -m vita_framework",
+            shlex.quote(f"checkpoint={bundle}"),
+            "+audio=none",
+            *(shlex.quote(o) for o in overrides),
+        ]
+    )
 
 
 def write_result(job_dir: Path, payload: dict[str, Any]) -> Path:

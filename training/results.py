@@ -19,8 +19,17 @@ from vita_framework.sweep import ResultsCollector, parse_overrides, swept
 from vita_training.synthetic import QUESTION_KINDS
 
 #: per job, after the swept keys
-FIELDS = ("accuracy", *(f"accuracy_{k}" for k in QUESTION_KINDS), "visual_tokens", "ttft_ms", "params",
-          "trained_params", "train_s", "bundle", "error")
+FIELDS = (
+    "accuracy",
+    *(f"accuracy_{k}" for k in QUESTION_KINDS),
+    "visual_tokens",
+    "ttft_ms",
+    "params",
+    "trained_params",
+    "train_s",
+    "bundle",
+    "error",
+)
 
 
 def training_summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -28,14 +37,23 @@ def training_summary(result: dict[str, Any]) -> dict[str, Any]:
     parameters = result.get("parameters") or {}
     trained = result.get("trained") or []
     entry = {
-        "job": result.get("job_num"), "status": result.get("status", "ok"),
-        "choices": {k: v for k, v in (result.get("choices") or {}).items()
-                    if k in ("vision", "projector", "fusion", "llm", "train")},
-        "overrides": result.get("overrides", []), "params": parse_overrides(result.get("overrides", [])),
-        "accuracy": result.get("accuracy"), "visual_tokens": result.get("visual_tokens"),
-        "ttft_ms": result.get("ttft_ms"), "params_total": parameters.get("total"),
+        "job": result.get("job_num"),
+        "status": result.get("status", "ok"),
+        "choices": {
+            k: v
+            for k, v in (result.get("choices") or {}).items()
+            if k in ("vision", "projector", "fusion", "llm", "train")
+        },
+        "overrides": result.get("overrides", []),
+        "params": parse_overrides(result.get("overrides", [])),
+        "accuracy": result.get("accuracy"),
+        "visual_tokens": result.get("visual_tokens"),
+        "ttft_ms": result.get("ttft_ms"),
+        "params_total": parameters.get("total"),
         "trained_params": sum(parameters.get(k, 0) for k in trained) if parameters else None,
-        "train_s": result.get("train_s"), "bundle": result.get("bundle"), "error": result.get("error"),
+        "train_s": result.get("train_s"),
+        "bundle": result.get("bundle"),
+        "error": result.get("error"),
     }
     entry.update({f"accuracy_{k}": (result.get("accuracy_by_kind") or {}).get(k) for k in QUESTION_KINDS})
     return entry
@@ -66,12 +84,27 @@ class TrainingResults(ResultsCollector):
         print(f"\n== training sweep: {len(entries)} jobs, {failed} failed ({sweep_dir / 'summary.csv'})")
         if fixed:
             print("fixed: " + " ".join(f"{k}={v}" for k, v in fixed.items()))
-        shown = ["job", "status", *columns, "accuracy", *(f"accuracy_{k}" for k in QUESTION_KINDS),
-                 "visual_tokens", "ttft_ms", "params", "train_s"]
+        shown = [
+            "job",
+            "status",
+            *columns,
+            "accuracy",
+            *(f"accuracy_{k}" for k in QUESTION_KINDS),
+            "visual_tokens",
+            "ttft_ms",
+            "params",
+            "train_s",
+        ]
         headers = ["#", "status", *columns, "acc", *QUESTION_KINDS, "vis tok", "ttft ms", "params", "train s"]
         print(sweep_report.format_table(rows, shown, headers))
         for row in rows:
             if row.get("error"):
                 print(f"job {row['job']}: {row['error']}")
-        print(sweep_report.plot(sweep_dir / "summary.png", rows, label_keys=list(columns),
-                                title="trained compositions: accuracy vs visual tokens (area: time to first token)"))
+        print(
+            sweep_report.plot(
+                sweep_dir / "summary.png",
+                rows,
+                label_keys=list(columns),
+                title="trained compositions: accuracy vs visual tokens (area: time to first token)",
+            )
+        )

@@ -35,35 +35,61 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
     learned = list(trainer.trained)
     seconds: dict[str, float] = {}
     pool = int(cfg.get("scene_pool", 0) or 0)
-    shared = dict(min_lr_ratio=float(cfg.min_lr_ratio), weight_decay=float(cfg.weight_decay),
-                  grad_clip=float(cfg.grad_clip), log_every=int(cfg.log_every), eval_every=int(cfg.eval_every),
-                  log=_log, scene_pool=pool)
+    shared = dict(
+        min_lr_ratio=float(cfg.min_lr_ratio),
+        weight_decay=float(cfg.weight_decay),
+        grad_clip=float(cfg.grad_clip),
+        log_every=int(cfg.log_every),
+        eval_every=int(cfg.eval_every),
+        log=_log,
+        scene_pool=pool,
+    )
 
     t0 = time.perf_counter()
     warmup = cfg.vision_warmup
-    history = warm_up_vision(trainer, steps=int(warmup.steps), images_per_step=int(warmup.images_per_step),
-                             lr=float(warmup.lr), weight_decay=float(cfg.weight_decay), grad_clip=float(cfg.grad_clip),
-                             log_every=int(cfg.log_every), log=_log, scene_pool=pool)
+    history = warm_up_vision(
+        trainer,
+        steps=int(warmup.steps),
+        images_per_step=int(warmup.images_per_step),
+        lr=float(warmup.lr),
+        weight_decay=float(cfg.weight_decay),
+        grad_clip=float(cfg.grad_clip),
+        log_every=int(cfg.log_every),
+        log=_log,
+        scene_pool=pool,
+    )
     seconds["warmup_s"] = time.perf_counter() - t0
 
     align = cfg.align
     if int(align.steps) > 0:
         t0 = time.perf_counter()
         trainer.learn(["projector"])
-        history += fit(trainer, steps=int(align.steps), images_per_step=int(align.images_per_step),
-                       questions_per_image=int(align.questions_per_image), lr=float(align.lr),
-                       warmup_steps=int(align.warmup_steps), stage="align",
-                       first_scene=0 if pool else ALIGN_FIRST_SCENE,  # a pool is shared: encoded once
-                       **shared)
+        history += fit(
+            trainer,
+            steps=int(align.steps),
+            images_per_step=int(align.images_per_step),
+            questions_per_image=int(align.questions_per_image),
+            lr=float(align.lr),
+            warmup_steps=int(align.warmup_steps),
+            stage="align",
+            first_scene=0 if pool else ALIGN_FIRST_SCENE,  # a pool is shared: encoded once
+            **shared,
+        )
         trainer.learn(learned)
         seconds["align_s"] = time.perf_counter() - t0
 
     if int(cfg.steps) > 0 and learned:
         t0 = time.perf_counter()
-        history += fit(trainer, steps=int(cfg.steps), images_per_step=int(cfg.images_per_step),
-                       questions_per_image=int(cfg.questions_per_image), lr=float(cfg.lr),
-                       warmup_steps=int(cfg.warmup_steps),
-                       curriculum=[tuple(c) for c in OmegaConf.to_container(cfg.curriculum, resolve=True)], **shared)
+        history += fit(
+            trainer,
+            steps=int(cfg.steps),
+            images_per_step=int(cfg.images_per_step),
+            questions_per_image=int(cfg.questions_per_image),
+            lr=float(cfg.lr),
+            warmup_steps=int(cfg.warmup_steps),
+            curriculum=[tuple(c) for c in OmegaConf.to_container(cfg.curriculum, resolve=True)],
+            **shared,
+        )
         seconds["answers_s"] = time.perf_counter() - t0
     trainer.set_mode(False)
     return history, {k: round(v, 1) for k, v in seconds.items()}

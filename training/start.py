@@ -46,14 +46,20 @@ def derive(base: Path, out: Path, run_cfg: Any, replaced: list[str], *, seed: in
                 parts[kind] = getattr(base_pipe, kind)
             context.components[kind] = parts[kind]
     old = weight_prefixes(base_cfg)
-    tensors = {k: v for k, v in load_file(str(base / "model.safetensors")).items()
-               if not any(k.startswith(old[kind]) for kind in replaced)}
+    tensors = {
+        k: v
+        for k, v in load_file(str(base / "model.safetensors")).items()
+        if not any(k.startswith(old[kind]) for kind in replaced)
+    }
     tensors.update(component_tensors({k: parts[k] for k in replaced}, weight_prefixes(run_cfg)))
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(base, out, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "*.pth"))
-    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(tensors.items())},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.detach().to("cpu").contiguous().clone() for k, v in sorted(tensors.items())},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     describe(out, run_cfg, parts["vision"])
     return out
 

@@ -38,8 +38,12 @@ def pareto(rows: list[dict[str, Any]]) -> list[bool]:
         if acc is None or tokens is None:
             front.append(False)
             continue
-        front.append(not any(a is not None and t is not None and a >= acc and t <= tokens and (a > acc or t < tokens)
-                             for a, t in points))
+        front.append(
+            not any(
+                a is not None and t is not None and a >= acc and t <= tokens and (a > acc or t < tokens)
+                for a, t in points
+            )
+        )
     return front
 
 
@@ -55,6 +59,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> 
 
 def format_table(rows: list[dict[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None) -> str:
     """A plain aligned text table of ``columns`` (floats to 3 significant decimals; missing as ``-``)."""
+
     def cell(value: Any) -> str:
         if value is None or value == "":
             return "-"
@@ -76,12 +81,12 @@ def label(row: dict[str, Any], keys: Sequence[str]) -> str:
 def plot(path: Path, rows: list[dict[str, Any]], *, label_keys: Sequence[str] = (), title: str = "") -> str:
     """Draw ``summary.png``: accuracy against visual tokens per image, marker area by time to first token,
     the Pareto front as a line; returns what happened (written, or why not) for the sweep's log."""
-    points = [(r, number(r.get("accuracy")), number(r.get("visual_tokens")), number(r.get("ttft_ms")))
-              for r in rows]
+    points = [(r, number(r.get("accuracy")), number(r.get("visual_tokens")), number(r.get("ttft_ms"))) for r in rows]
     points = [p for p in points if p[1] is not None and p[2] is not None]
     if not points:
-        return (f"{path.name} not drawn: no job has both accuracy and visual tokens (an inference sweep needs "
-                "eval.dataset)")
+        return (
+            f"{path.name} not drawn: no job has both accuracy and visual tokens (an inference sweep needs eval.dataset)"
+        )
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -99,8 +104,7 @@ def plot(path: Path, rows: list[dict[str, Any]], *, label_keys: Sequence[str] = 
         axes.annotate(note, (tokens, acc), textcoords="offset points", xytext=(8, 6), fontsize=7)
     front = sorted((p[2], p[1]) for p, on in zip(points, pareto([p[0] for p in points])) if on)
     if len(front) > 1:
-        axes.plot([t for t, _ in front], [a for _, a in front], "--", color="grey", linewidth=1,
-                  label="Pareto front")
+        axes.plot([t for t, _ in front], [a for _, a in front], "--", color="grey", linewidth=1, label="Pareto front")
         axes.legend(loc="lower right", fontsize=8)
     xs = [p[2] for p in points]
     axes.set_xlim(0, max(xs) * 1.35 + 1)

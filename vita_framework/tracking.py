@@ -35,8 +35,7 @@ def check(tracking: Any) -> str | None:
     if tracking in (None, "", "null", "none", False):
         return None
     if tracking not in TRACKERS:
-        raise ConfigError(f"hydra.callbacks.results.tracking={tracking} is not one of {', '.join(TRACKERS)} "
-                          "(or null)")
+        raise ConfigError(f"hydra.callbacks.results.tracking={tracking} is not one of {', '.join(TRACKERS)} (or null)")
     import importlib
 
     try:
@@ -44,8 +43,10 @@ def check(tracking: Any) -> str | None:
         if tracking == "tensorboard":
             importlib.import_module("tensorboard")
     except ImportError as exc:
-        raise ConfigError(f"hydra.callbacks.results.tracking={tracking} needs its library, which cannot be "
-                          f"imported ({exc}); install the tracking extra: {EXTRA}") from None
+        raise ConfigError(
+            f"hydra.callbacks.results.tracking={tracking} needs its library, which cannot be "
+            f"imported ({exc}); install the tracking extra: {EXTRA}"
+        ) from None
     return str(tracking)
 
 
@@ -57,18 +58,34 @@ def default_uri(tracking: str, root: Path) -> str:
 
 def numeric(values: Mapping[str, Any]) -> dict[str, float]:
     """The finite numbers of ``values`` (booleans and text left out)."""
-    return {str(k): float(v) for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        str(k): float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
-def log_job(tracking: str, *, uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
-            metrics: Mapping[str, Any], curves: list[dict[str, Any]] | None = None, ok: bool = True) -> str:
+def log_job(
+    tracking: str,
+    *,
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    curves: list[dict[str, Any]] | None = None,
+    ok: bool = True,
+) -> str:
     """Log one job: ``params`` (text), ``metrics`` (finite numbers, at step 0) and ``curves`` (records with
     ``stage`` and ``step``: each other number becomes the metric ``<stage>/<key>`` at that step). Returns a
     description of where it went."""
     values = numeric(metrics)
-    points = [(f"{rec.get('stage', 'train')}/{key}", value, int(rec.get("step", 0)))
-              for rec in curves or [] for key, value in numeric(rec).items() if key != "step"]
+    points = [
+        (f"{rec.get('stage', 'train')}/{key}", value, int(rec.get("step", 0)))
+        for rec in curves or []
+        for key, value in numeric(rec).items()
+        if key != "step"
+    ]
     if tracking == "mlflow":
         return _mlflow(uri, experiment, run_name, params, values, points, ok)
     if tracking == "tensorboard":
@@ -76,8 +93,15 @@ def log_job(tracking: str, *, uri: str, experiment: str, run_name: str, params: 
     raise ConfigError(f"unknown tracker '{tracking}'; use one of {', '.join(TRACKERS)}")
 
 
-def _mlflow(uri: str, experiment: str, run_name: str, params: Mapping[str, Any], values: dict[str, float],
-            points: list[tuple[str, float, int]], ok: bool) -> str:
+def _mlflow(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    values: dict[str, float],
+    points: list[tuple[str, float, int]],
+    ok: bool,
+) -> str:
     if uri.startswith("file:"):  # MLflow 3 keeps its file store behind this switch; it is what `file:` asks for
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow.entities import Metric, Param
@@ -99,7 +123,7 @@ def _mlflow(uri: str, experiment: str, run_name: str, params: Mapping[str, Any],
     metrics += [Metric(_mlflow_key(k), v, now, step) for k, v, step in points]
     flat = [Param(_mlflow_key(k)[:250], str(v)[:6000]) for k, v in params.items()]
     for i in range(0, max(len(metrics), len(flat), 1), 100):  # log_batch takes at most 100 params a call
-        client.log_batch(run.info.run_id, metrics=metrics[i: i + 100], params=flat[i: i + 100])
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 100], params=flat[i : i + 100])
     client.set_terminated(run.info.run_id, status="FINISHED" if ok else "FAILED")
     return f"mlflow run '{run_name}' in experiment '{experiment}' at {uri}"
 
@@ -109,8 +133,9 @@ def _mlflow_key(key: str) -> str:
     return re.sub(r"[^\w\-. /]", "_", key)
 
 
-def _tensorboard(root: str, run_name: str, params: Mapping[str, Any], values: dict[str, float],
-                 points: list[tuple[str, float, int]]) -> str:
+def _tensorboard(
+    root: str, run_name: str, params: Mapping[str, Any], values: dict[str, float], points: list[tuple[str, float, int]]
+) -> str:
     from torch.utils.tensorboard import SummaryWriter
 
     log_dir = Path(root) / re.sub(r"[^\w\-.=,]+", "_", run_name)

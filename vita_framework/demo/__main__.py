@@ -24,28 +24,10 @@ def app(cfg) -> None:
     run_job(cfg)
 
 
-def with_demo_group(args: list[str]) -> list[str]:
-    """``args`` with ``+demo=default`` prepended when no ``demo`` group is chosen, and the job named."""
-    out = list(args)
-    if not any(a.lstrip("+~").split("=", 1)[0] == "demo" for a in out):
-        out.insert(0, "+demo=default")
-    if not any(a.lstrip("+~").startswith("hydra.job.name=") for a in out):
-        out.append("hydra.job.name=vita_demo")
-    return out
-
-
 def main() -> None:
-    from .. import overrides
-    from ..__main__ import _argv_problem, _output_dir_problem
-    from ..config import compose
+    from ..app_argv import app_argv
 
-    problem = _argv_problem(sys.argv[1:])
-    if problem is None:
-        sys.argv[1:] = with_demo_group(overrides.normalise(sys.argv[1:]))
-        problem = overrides.precheck(sys.argv[1:], compose) or _output_dir_problem(sys.argv[1:])
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
+    sys.argv[1:] = app_argv(sys.argv[1:], group="demo", job_name="vita_demo")
     app()
 
 
