@@ -29,7 +29,6 @@ def _rows(path):
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.slow
 def test_a_training_sweep_reports_every_job_and_logs_it_to_mlflow(tmp_path, run_env):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
@@ -184,10 +183,30 @@ def test_inference_sweep_report_and_tensorboard_tracking(tmp_path):
         assert "params" in events.Tags()["tensors"] or "params/text_summary" in events.Tags()["tensors"]
 
 
-def test_an_unknown_tracker_or_a_missing_library_is_refused_at_start():
+def test_an_unknown_tracker_is_refused_when_the_run_starts(tmp_path, run_env):
+    """Hydra builds its callbacks before any job (and turns what their hooks raise into warnings): the check is
+    there, so a misspelt tracker stops the run before the model is built."""
     from vita_framework.errors import ConfigError
     from vita_framework.sweep import ResultsCollector
 
     with pytest.raises(ConfigError, match=r"tracking=wandb is not one of mlflow, tensorboard"):
-        ResultsCollector(tracking="wandb").on_multirun_start(config=None)
-    ResultsCollector(tracking=None).on_run_start(config=None)
+        ResultsCollector(tracking="wandb")
+    assert ResultsCollector(tracking=None).tracking is None
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vita_framework",
+            "+vision=internvit",
+            "+audio=none",
+            "hydra.callbacks.results.tracking=wandb",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=run_env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0 and "tracking=wandb is not one of mlflow, tensorboard" in proc.stderr
+    assert not (tmp_path / "result.json").exists()

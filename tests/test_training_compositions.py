@@ -18,6 +18,8 @@ from vita_training import synthetic
 
 TINY = [
     "scene_pool=4",
+    "vision_warmup.steps=2",
+    "vision_warmup.images_per_step=2",
     "align.steps=2",
     "align.images_per_step=2",
     "align.questions_per_image=2",
@@ -52,8 +54,20 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
         "projector=perceiver_resampler",
         "projector.num_latents=16",
     ]
+    command = [sys.executable, "-m", "vita_framework.train", *components, "train=quick", *TINY]
+    # region labels need one LLM position per tower token: the resampler's 16 latents cannot have them
+    refused = subprocess.run(
+        [*command, f"hydra.run.dir={tmp_path / 'refused'}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 2 and "the tower gives 196 tokens and the LLM receives 16" in refused.stderr
+    assert "set vision_warmup.steps=0" in refused.stderr and "vision step" not in refused.stdout
     proc = subprocess.run(
-        [sys.executable, "-m", "vita_framework.train", *components, "train=quick", *TINY, f"hydra.run.dir={out}"],
+        [*command, "vision_warmup.steps=0", f"hydra.run.dir={out}"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -70,6 +84,7 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
     assert result["parameters"]["projector"] > 0 and result["train_s"] > 0
     info = json.loads((out / "bundle" / "bundle_info.json").read_text())
     assert info["run_overrides"] == ["+audio=none", *components] and info["init"] == "default"
+    assert [h["stage"] for h in json.loads((out / "history.json").read_text())] == ["align"] * 2 + ["answers"] * 2
     with safe_open(str(out / "bundle" / "model.safetensors"), "pt") as handle:
         keys = list(handle.keys())
     assert any(k.startswith("model.vision_tower.timm.") for k in keys)

@@ -16,7 +16,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from . import sweep_report, tracking
+from . import sweep_report
+from . import tracking as trackers
 
 
 def summary_choices() -> tuple[str, ...]:
@@ -194,7 +195,10 @@ class ResultsCollector(Callback):
 
     def __init__(self, tracking: str | None = None, tracking_uri: str | None = None,
                  experiment: str | None = None) -> None:
-        self.tracking, self.tracking_uri, self.experiment = tracking, tracking_uri, experiment
+        # an unknown tracker or a missing library stops the run here, before any job (Hydra builds its
+        # callbacks first, and turns what their hooks raise into warnings)
+        self.tracking = trackers.check(tracking)
+        self.tracking_uri, self.experiment = tracking_uri, experiment
 
     # -- what a job reports (the training collector overrides these) -------------------------------------
     def summarise(self, result: dict[str, Any], job_dir: Path) -> dict[str, Any]:
@@ -221,14 +225,8 @@ class ResultsCollector(Callback):
         print(format_summary(entries))
 
     # -- Hydra's hooks -----------------------------------------------------------------------------------
-    def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        tracking.check(self.tracking)  # an unknown tracker or a missing library: refused before the job
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        tracking.check(self.tracking)
-
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        tracker = tracking.check(self.tracking)
+        tracker = self.tracking
         if tracker is None:
             return
         hydra_cfg = config.hydra
@@ -239,11 +237,12 @@ class ResultsCollector(Callback):
         multirun = str(hydra_cfg.mode) in ("RunMode.MULTIRUN", "MULTIRUN")
         root = Path(hydra_cfg.sweep.dir if multirun else hydra_cfg.run.dir)
         result = json.loads(path.read_text())
-        result.setdefault("job_num", _job_key(job_dir.name)[1] if multirun else 0)
+        if result.get("job_num") is None:
+            result["job_num"] = _job_key(job_dir.name)[1] if multirun else None
         entry = self.summarise(result, job_dir)
         params, metrics, curves = self.tracked(entry, job_dir)
-        name = " ".join([f"job {entry['job']}", *result.get("overrides", [])])[:240]
-        where = tracking.log_job(tracker, uri=self.tracking_uri or tracking.default_uri(tracker, root),
+        name = " ".join([f"job {entry['job']}" if multirun else "run", *result.get("overrides", [])])[:240]
+        where = trackers.log_job(tracker, uri=self.tracking_uri or trackers.default_uri(tracker, root),
                                  experiment=self.experiment or str(hydra_cfg.job.name), run_name=name,
                                  params=params, metrics=metrics, curves=curves, ok=entry["status"] == "ok")
         print(f"tracking: logged {where}", flush=True)
