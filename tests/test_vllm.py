@@ -229,7 +229,8 @@ def test_golden_checkpoint_head_dim(vllm_results):
 
 
 def test_server_on_vllm_hands_each_request_to_its_continuous_batching(vllm_python, bundle, vllm_results, tmp_path):
-    """``python -m vita_framework.serve ... llm=vllm llm.engine=async``: no framework batcher; concurrent requests
+    """``python -m vita_framework.serve ... llm=vllm`` (``llm.engine=auto``: the async engine in a server): no
+    framework batcher; concurrent requests
     join vLLM's running batch and get the answers the offline engine gives them (VITA's demo decoding); a
     request's own max_tokens still ends it."""
     import re
@@ -241,7 +242,7 @@ def test_server_on_vllm_hands_each_request_to_its_continuous_batching(vllm_pytho
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     env.pop("VIRTUAL_ENV", None)
     overrides = [*BASE, f"checkpoint={bundle}", *[o for o in VLLM if not o.startswith("llm.engine_process")],
-                 "llm.engine=async", "serve.port=0", f"hydra.run.dir={tmp_path}"]
+                 "serve.port=0", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.Popen([str(vllm_python), "-m", "vita_framework.serve", *overrides], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -58,7 +58,7 @@ class ComponentCache:
 COMPONENT_CACHE = ComponentCache()
 
 
-def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
+def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None, serving: bool = False) -> Any:
     """Build every configured component (LLM first, so widths are derived from built parts)."""
     import json
     import warnings
@@ -85,7 +85,8 @@ def build_pipeline(cfg: Any, *, cache: ComponentCache | None = None) -> Any:
     device = resolve_device(str(cfg.get("device", "auto")))
     ckpt_dtype = (bundle.config.get("torch_dtype") or bundle.config.get("dtype")) if bundle else None
     dtype = resolve_dtype(str(cfg.get("dtype", "auto")), device, ckpt_dtype)
-    context = BuildContext(checkpoint=bundle, dtype=dtype, device=device, claims=claims, ignored_prefixes=ignored)
+    context = BuildContext(checkpoint=bundle, dtype=dtype, device=device, claims=claims, ignored_prefixes=ignored,
+                           serving=serving)
     if cfg.get("seed") is not None:
         torch.manual_seed(int(cfg.seed))
     keys: dict[str, str] = {}

@@ -219,7 +219,7 @@ class PrefillPruningLLM(LLMBackbone, Protocol):
 
 
 class ContinuousBatchingLLM(LLMBackbone, Protocol):
-    """An LLM whose engine batches concurrent requests itself at every step (``llm=vllm llm.engine=async``): the
+    """An LLM whose engine batches concurrent requests itself at every step (``llm=vllm`` in a server): the
     server hands it each request as it arrives instead of gathering batches
     (:class:`~vita_framework.serve.continuous.ContinuousEngine`)."""
 

@@ -70,6 +70,9 @@ class BuildContext:
     components: dict[str, Any] = field(default_factory=dict)
     claims: dict[str, list[str]] = field(default_factory=dict)
     ignored_prefixes: list[str] = field(default_factory=list)
+    #: True when the pipeline is built to answer concurrent requests (the server, the demo): a component with a
+    #: mode for that (vLLM's async engine, continuous batching) may choose it
+    serving: bool = False
 
 
 class Registry:

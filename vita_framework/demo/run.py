@@ -36,7 +36,7 @@ def serve_demo(cfg: Any) -> None:
     options = demo_options(cfg.get("demo"))  # a misspelt demo option costs nothing: checked before any build
     port = options.port or free_port(options.host)
     check_port(options.host, port)
-    pipeline = build_pipeline(cfg)
+    pipeline = build_pipeline(cfg, serving=True)
     if str(cfg.get("checkpoint")) == "default":
         from ..cli import default_bundle_note
 

@@ -53,7 +53,7 @@ def create_app(pipeline: Any, options: ServeOptions | None = None, *, model_name
     @asynccontextmanager
     async def lifespan(app: Any):
         scheduler.start()
-        log.info("batching: %s", "the LLM engine's continuous batching (llm.engine=async)"
+        log.info("batching: %s", "the LLM engine's continuous batching (vLLM's async engine)"
                  if isinstance(scheduler, ContinuousEngine) else
                  f"dynamic, up to {options.max_batch_size} rows, waiting at most {options.batch_wait_ms:g} ms")
         if ready_message:

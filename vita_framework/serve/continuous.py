@@ -1,5 +1,5 @@
-"""The server's engine for an LLM that batches by itself (``llm=vllm llm.engine=async``: vLLM's continuous
-batching and paged KV cache).
+"""The server's engine for an LLM that batches by itself (``llm=vllm``, whose ``llm.engine=auto`` is vLLM's
+async engine in a server: continuous batching and a paged KV cache).
 
 The framework's :class:`~vita_framework.serve.scheduler.Scheduler` gathers requests into left-padded batches
 that run to their end; an engine with continuous batching does better on its own: a request joins the running
@@ -154,7 +154,7 @@ class ContinuousEngine:
 def make_engine(pipeline: Any, *, max_batch_size: int, batch_wait_ms: float, max_queue: int,
                 metrics: Any = None) -> Any:
     """The engine a server (or the demo) runs ``pipeline`` on: :class:`ContinuousEngine` when its LLM batches by
-    itself (``llm=vllm llm.engine=async``), else the framework's dynamic batcher
+    itself (``llm=vllm`` in a server: ``llm.engine=auto`` -> async), else the framework's dynamic batcher
     (:class:`~vita_framework.serve.scheduler.Scheduler`)."""
     if getattr(pipeline.llm, "continuous_batching", False):
         return ContinuousEngine(pipeline, max_queue=max_queue, metrics=metrics)

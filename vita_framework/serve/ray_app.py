@@ -56,7 +56,7 @@ def replica_app(plain: dict[str, Any]) -> Any:
         import torch
 
         torch.set_num_threads(int(options.replica_resources.num_cpus))
-    pipeline = build_pipeline(cfg)
+    pipeline = build_pipeline(cfg, serving=True)
     replica = f"{socket.gethostname()}:{os.getpid()}"
     return create_app(pipeline, options, model_name=model_name(cfg, options), replica=replica)
 

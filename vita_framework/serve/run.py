@@ -30,7 +30,7 @@ def run_job(cfg: Any) -> None:
             return
         from ..builder import build_pipeline
 
-        pipeline = build_pipeline(cfg)
+        pipeline = build_pipeline(cfg, serving=True)
         serve_forever(pipeline, options, model_name(cfg, options))
     except VitaError as exc:
         if os.environ.get("VITA_DEBUG"):

@@ -14,7 +14,7 @@ from typing import Any
 
 from vita_framework.hookspecs import hookimpl
 
-ENGINES = ("offline", "async")
+ENGINES = ("auto", "offline", "async")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -22,7 +22,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 class VLLMOptions:
     arch: str = "Qwen2"                  # the bundle's LLM: Qwen2 (VITA-1.5) or Llama
     tokenizer: str | None = None         # tokenizer dir; default: the checkpoint's
-    engine: str = "offline"              # offline: LLMEngine (CLI, batch); async: AsyncLLM (a server)
+    engine: str = "auto"                 # offline: LLMEngine (CLI, batch); async: AsyncLLM (continuous batching);
+                                         # auto: async in a server or the demo, else offline
     tensor_parallel_size: int = 1        # GPUs per model replica within a node
     pipeline_parallel_size: int = 1      # pipeline stages (across nodes with distributed_executor_backend=ray)
     distributed_executor_backend: str | None = None  # null: vLLM's choice; mp (one node) or ray (several)
@@ -69,7 +70,12 @@ class VLLMOptions:
 
 
 def build_vllm(options: VLLMOptions, context: Any) -> Any:
+    import dataclasses
+
     from .build import build_vllm_backbone
+
+    if options.engine == "auto":  # a server hands vLLM each request as it comes (continuous batching)
+        options = dataclasses.replace(options, engine="async" if getattr(context, "serving", False) else "offline")
 
     return build_vllm_backbone(options, context)
 

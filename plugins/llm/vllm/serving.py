@@ -5,7 +5,7 @@ with vLLM's continuous batching doing the batching (no batcher of the framework'
 
     from vita_plugins.llm.vllm.serving import astream_request
 
-    if getattr(pipeline.llm, "continuous_batching", False):      # built with llm=vllm llm.engine=async
+    if getattr(pipeline.llm, "continuous_batching", False):      # llm=vllm, llm.engine=async (auto in a server)
         async for update in astream_request(pipeline, request, generation={"max_new_tokens": 64}, seed=0):
             send(update.text)                                      # new text since the previous update
         # the last update has finished=True, finish_reason, and the row's ids and token counts
