@@ -56,6 +56,8 @@ MODELS = {
                   "llm.arch.num_key_value_heads=4"],
 }
 MODELS["mid-512x8/no-prefix"] = [*MODELS["mid-512x8"], "serve.prefix_cache_mb=0"]  # plain left-padded prefill
+MODELS["mid-1024x8"] = [*MODELS["mid-512x8"], "llm.arch.hidden_size=1024", "llm.arch.intermediate_size=2816",
+                        "llm.arch.num_attention_heads=16", "llm.arch.num_key_value_heads=8"]  # ~4x the weights
 TEXTS = ["What is the capital of France?", "Write a short poem about the sea.", "List three colours.",
          "Explain why the sky is blue.", "Count from one to ten.", "Tell me a story.", "Hi.", "Name a shape."]
 
