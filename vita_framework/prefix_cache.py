@@ -64,8 +64,9 @@ class PrefixStore:
                 "bytes": self._bytes}
 
     def plan(self, heads: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        """The prefix each row starts from: the longest stored key it begins with, else the longest head it
-        shares with another row of the batch or a recent row (at least :data:`MIN_PREFIX` ids), else ()."""
+        """The prefix each row starts from: the longer of the longest stored key it begins with and the longest
+        head it shares with another row of the batch or a recent row (at least :data:`MIN_PREFIX` ids; an
+        earlier turn of the same conversation beats the system prompt alone), else ()."""
         with self._lock:
             chosen = []
             for i, head in enumerate(heads):
@@ -73,11 +74,10 @@ class PrefixStore:
                 for key in self._entries:
                     if len(best) < len(key) <= len(head) and head[:len(key)] == key:
                         best = key
-                if not best:
-                    others = [h for j, h in enumerate(heads) if j != i] + list(self._recent)
-                    shared = max((_common_length(head, o) for o in others), default=0)
-                    if shared >= MIN_PREFIX:
-                        best = head[:shared]
+                others = [h for j, h in enumerate(heads) if j != i] + list(self._recent)
+                shared = max((_common_length(head, o) for o in others), default=0)
+                if shared >= MIN_PREFIX and shared > len(best):
+                    best = head[:shared]
                 chosen.append(best)
             self._recent.extend(heads)
             return chosen
@@ -182,8 +182,7 @@ def batch_cache(model: Any, fused: Any, plan: PrefixPlan, room: int = 0) -> Any 
     rows = []
     for row, n in enumerate(lengths):
         tokens = embeds[row:row + 1, width - n:width - 1]
-        prefix = plan.prefixes[row] if row < len(plan.prefixes) else ()
-        prefix = prefix if 0 < len(prefix) <= n - 1 else ()
+        prefix = (plan.prefixes[row] if row < len(plan.prefixes) else ())[:n - 1]  # the last position is generate's
         cache = None
         if prefix:
             states = plan.store.get(prefix)
