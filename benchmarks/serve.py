@@ -12,8 +12,8 @@ For each model (the embedded default bundle; a random mid-size LLM, 8 layers of 
 half with a 224-px synthetic image, from ``c`` client threads for each ``c`` of ``--concurrency``, and reports
 (the median of ``--repeats`` interleaved runs of each level) requests/s, generated tokens/s, p50/p99 latency and
 time to first token (client side: request sent to first
-content event, or the end of an empty answer). The encoder cache is off in these runs (every image is encoded,
-as for new requests); ``mid-512x8/no-prefix`` is the mid-size model with ``serve.prefix_cache_mb=0`` (plain
+content event, or the end of an empty answer). Every run's text prompts are new (numbered) and the encoder cache
+is off (every image is encoded), as for new users' requests; ``mid-512x8/no-prefix`` is the mid-size model with ``serve.prefix_cache_mb=0`` (plain
 left-padded prefill, no shared system-prompt states), side by side. Target: tokens/s at concurrency 8 >= 3x
 concurrency 1 on the mid-size model.
 
@@ -119,7 +119,10 @@ def png_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def workload(n: int) -> list[list[dict]]:
+def workload(n: int, tag: str = "") -> list[list[dict]]:
+    """``n`` requests, half text, half an image and its question. With a ``tag``, every text request is new (it
+    starts with the tag and its number): a rerun shares no more of its prompts with earlier runs than new users'
+    requests would (the system prompt), so neither the prefix cache nor anything else can replay earlier work."""
     from vita_training import synthetic
 
     scenes = synthetic.examples("heldout", max(1, n // 2), start=1000)
@@ -130,7 +133,8 @@ def workload(n: int) -> list[list[dict]]:
             out.append([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png_url(
                 scene.image(224))}}, {"type": "text", "text": scene.question}]}])
         else:
-            out.append([{"role": "user", "content": TEXTS[(i // 2) % len(TEXTS)]}])
+            text = TEXTS[(i // 2) % len(TEXTS)]
+            out.append([{"role": "user", "content": f"Request {tag}{i}: {text}" if tag else text}])
     return out
 
 
@@ -246,8 +250,9 @@ def main() -> None:
             runs: dict[int, list[dict]] = {c: [] for c in levels}
             for _ in range(args.repeats):  # the levels interleaved, so slow spells of a shared machine hit them all
                 for c in levels:
+                    fresh = workload(args.requests, tag=f"{name}-{c}-{len(runs[c])}-")  # new prompts each run
                     before = server.batches()
-                    r = load(server.url, requests, c)
+                    r = load(server.url, fresh, c)
                     after = server.batches()
                     r["per_batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
                     runs[c].append(r)
@@ -262,7 +267,7 @@ def main() -> None:
                 print(f"{name:10} throughput concurrency 8 / 1 = {ratio:.2f} (target >= 3 on mid-512x8) {verdict}")
             if name == "default" and args.soak:
                 before = server.rss_mb()
-                soak = workload(args.soak)
+                soak = workload(args.soak, tag="soak-")
                 r = load(server.url, soak, args.soak_concurrency)
                 after = server.rss_mb()
                 growth = (after - before) / before * 100
