@@ -11,10 +11,10 @@ For each model (the embedded default bundle; a random mid-size LLM, 8 layers of 
 ``--new-tokens`` tokens: no eos, no stop tokens), then sends ``--requests`` streaming requests, half text and
 half with a 224-px synthetic image, from ``c`` client threads for each ``c`` of ``--concurrency``, and reports
 (the median of ``--repeats`` interleaved runs of each level) requests/s, generated tokens/s, p50/p99 latency and
-time to first token (client side: request sent to first
-content event, or the end of an empty answer). Every run's text prompts are new (numbered) and the encoder cache
-is off (every image is encoded), as for new users' requests; ``mid-512x8/no-prefix`` is the mid-size model with ``serve.prefix_cache_mb=0`` (plain
-left-padded prefill, no shared system-prompt states), side by side. Target: tokens/s at concurrency 8 >= 3x
+time to first token (client side: request sent to first content event, or the end of an empty answer). Every
+run's text prompts are new (numbered) and the encoder cache is off (every image is encoded), as for new users'
+requests; ``mid-512x8/no-prefix`` is the mid-size model with ``serve.prefix_cache_mb=0`` (plain left-padded
+prefill, no shared system-prompt states), side by side. Target: tokens/s at concurrency 8 >= 3x
 concurrency 1 on the mid-size model.
 
 Then, on the default model: ``--soak`` requests at ``--soak-concurrency``, counting lost requests (no answer or
