@@ -3,12 +3,8 @@ did-you-mean, wrong types and values reported at once, before any model is built
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any
-
-from ..errors import ValidationErrors
 
 
 @dataclass
@@ -45,28 +41,6 @@ class DemoOptions:
 
 def demo_options(node: Any) -> DemoOptions:
     """The checked :class:`DemoOptions` of a config's ``demo`` node (None: the defaults)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+    from ..serve.options import checked_options
 
-    if node is None:
-        return DemoOptions()
-    plain = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-    if not isinstance(plain, dict):
-        raise ValidationErrors([f"demo must be a group of options (demo.port=..., ...); got {plain!r}"])
-    names = [f.name for f in dataclasses.fields(DemoOptions)]
-    problems = []
-    for key in plain:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" Did you mean 'demo.{close[0]}'?" if close else ""
-            problems.append(f"unknown config key 'demo.{key}'.{hint} Valid: {', '.join(names)}")
-    if problems:
-        raise ValidationErrors(problems)
-    try:
-        options = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DemoOptions), plain))
-    except OmegaConfBaseException as exc:
-        raise ValidationErrors([f"invalid value for 'demo.{getattr(exc, 'full_key', '')}': {exc.msg}"]) from None
-    problems = options.problems()
-    if problems:
-        raise ValidationErrors(problems)
-    return options
+    return checked_options(node, DemoOptions, "demo")

@@ -60,20 +60,30 @@ class ServeOptions:
 
 def serve_options(node: Any) -> ServeOptions:
     """The checked :class:`ServeOptions` of a config's ``serve`` node (None: the defaults)."""
+    return checked_options(node, ServeOptions, "serve", nested={"replica_resources": ReplicaResources})
+
+
+def checked_options(node: Any, schema: type, prefix: str, *, nested: dict[str, type] | None = None) -> Any:
+    """A config node (``serve``, ``demo``) as its ``schema`` dataclass: unknown keys (with a did-you-mean, in
+    ``nested`` option groups too), then wrong types, then the schema's own ``problems()``, each batch reported at
+    once as :class:`~vita_framework.errors.ValidationErrors`. None gives the defaults."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     if node is None:
-        return ServeOptions()
+        return schema()
     plain = OmegaConf.to_container(node, resolve=True) if not isinstance(node, dict) else dict(node)
-    problems = _unknown(plain, ServeOptions, "serve")
-    problems += _unknown(plain.get("replica_resources") or {}, ReplicaResources, "serve.replica_resources")
+    if not isinstance(plain, dict):
+        raise ValidationErrors([f"{prefix} must be a group of options ({prefix}.port=..., ...); got {plain!r}"])
+    problems = _unknown(plain, schema, prefix)
+    for key, sub in (nested or {}).items():
+        problems += _unknown(plain.get(key) or {}, sub, f"{prefix}.{key}")
     if problems:
         raise ValidationErrors(problems)
     try:
-        options = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServeOptions), plain))
+        options = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), plain))
     except OmegaConfBaseException as exc:
-        raise ValidationErrors([f"invalid value for 'serve.{getattr(exc, 'full_key', '')}': {exc.msg}"]) from None
+        raise ValidationErrors([f"invalid value for '{prefix}.{getattr(exc, 'full_key', '')}': {exc.msg}"]) from None
     problems = options.problems()
     if problems:
         raise ValidationErrors(problems)
