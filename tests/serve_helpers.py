@@ -74,3 +74,20 @@ def image_question(url: str, question: str) -> list[dict[str, Any]]:
 def is_error_object(body: Any) -> bool:
     return isinstance(body, dict) and set(body) == {"error"} and \
         set(body["error"]) == {"message", "type", "param", "code"}
+
+
+def write_clip(path: Any) -> Any:
+    """An 8-frame 64x64 MPEG-4 clip at 4 fps (frames of rising grey), written to ``path``; returns ``path``."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=Fraction(4, 1))
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(8):
+            frame = np.full((64, 64, 3), 30 * i, dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return path

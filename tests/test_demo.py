@@ -17,10 +17,10 @@ import re
 import subprocess
 import sys
 import time
-from fractions import Fraction
 
 import pytest
 from browser import SAMPLE, demo_app, env, wait_until
+from serve_helpers import write_clip
 
 from conftest import GOLDEN, GOLDEN_CKPT, ROOT
 
@@ -40,18 +40,7 @@ TOKENS = 16
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    import av
-    import numpy as np
-
-    path = tmp_path_factory.mktemp("media") / "clip.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=Fraction(4, 1))
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        for i in range(8):
-            frame = np.full((64, 64, 3), 30 * i, dtype=np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode())
-    return path
+    return write_clip(tmp_path_factory.mktemp("media") / "clip.mp4")
 
 
 @pytest.fixture(scope="module")

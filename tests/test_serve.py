@@ -7,7 +7,7 @@ import asyncio
 import concurrent.futures
 
 import pytest
-from serve_helpers import BASE, answer, chat, image_question, png_url, serving
+from serve_helpers import BASE, answer, chat, image_question, png_url, serving, write_clip
 
 from conftest import build_cached
 from vita_framework.cli import SAMPLE_IMAGE
@@ -143,19 +143,7 @@ def test_chat_control_tokens_in_messages_are_text(pipe, server):
 
 
 def test_video_part_as_data_url(server, pipe, tmp_path):
-    from fractions import Fraction
-
-    import av
-    import numpy as np
-
-    path = tmp_path / "clip.mp4"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=Fraction(4, 1))
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        for i in range(8):
-            frame = np.full((64, 64, 3), 30 * i, dtype=np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode())
+    path = write_clip(tmp_path / "clip.mp4")
     from serve_helpers import file_url
 
     messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": file_url(path, "video/mp4")}},
