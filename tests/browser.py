@@ -9,14 +9,11 @@ parallel workers wait for one install) and FAILS with the reason when it cannot:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from debian import ensure_package
 
 CHROMIUM = Path(os.environ.get("VITA_CHROMIUM", "/usr/bin/chromium"))
 #: what Chromium needs on a closed network, as root, without a screen (no sandbox, no background connections)
@@ -134,48 +132,8 @@ def cli_answer(out_dir: Path, *args: str) -> str:
 
 # -- Chromium ------------------------------------------------------------------------------------------------
 def ensure_chromium() -> Path:
-    """``/usr/bin/chromium``, installed from Debian's archive with apt-get when missing (once, under a lock)."""
-    if _runs(CHROMIUM):
-        return CHROMIUM
-    lock_path = Path(tempfile.gettempdir()) / "vita-chromium-install.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be installing it right now: wait for it
-        if _runs(CHROMIUM):
-            return CHROMIUM
-        if shutil.which("apt-get") is None:
-            pytest.fail(
-                f"the browser test needs Chromium at {CHROMIUM} and there is no apt-get to install it; "
-                "install Debian's or your distribution's chromium package (or set VITA_CHROMIUM=<binary>)"
-            )
-        if os.geteuid() != 0:
-            pytest.fail(
-                f"the browser test needs Chromium at {CHROMIUM}; installing it needs root: run "
-                "`sudo apt-get install -y chromium` once (or set VITA_CHROMIUM=<binary>)"
-            )
-        apt_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for step in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            try:
-                done = subprocess.run(step, env=apt_env, capture_output=True, text=True, timeout=900)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"`{' '.join(step)}` did not finish in 15 minutes; install chromium by hand")
-            if done.returncode != 0:
-                pytest.fail(
-                    f"the browser test needs Chromium; `{' '.join(step)}` failed "
-                    f"(status {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}"
-                )
-    if not _runs(CHROMIUM):
-        pytest.fail(f"apt-get installed chromium but {CHROMIUM} --version does not run")
-    return CHROMIUM
-
-
-def _runs(binary: Path) -> bool:
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        return False
-    try:
-        done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0 and bool(done.stdout.strip())  # "Chromium 156.0..." (or another Chromium build)
+    """``/usr/bin/chromium`` (or ``$VITA_CHROMIUM``), installed from Debian's archive when missing."""
+    return ensure_package(CHROMIUM, "chromium", "the browser test")
 
 
 @pytest.fixture(scope="session")

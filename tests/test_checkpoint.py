@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 import vita_framework
 from conftest import GOLDEN, GOLDEN_CKPT, build_cached, golden_tensors
 from vita_framework.errors import CheckpointError, ConfigError
-from vita_framework.weights import Bundle
+from vita_framework.weights import Bundle, default_bundle_path
 
 VITA15 = ("+experiment=vita15", "dtype=float32", "device=cpu", "generation.max_new_tokens=20")
 
@@ -122,6 +122,26 @@ def test_max_tiles_is_configurable():
     assert pipe.vision.preprocess([wide, source]).tiles_per_item == [3, 5]
     with pytest.raises(ConfigError, match=r"vision\.min_tiles=3 and vision\.max_tiles=2"):
         vita_framework.build([*VITA15, f"checkpoint={GOLDEN_CKPT}", "vision.max_tiles=2", "vision.min_tiles=3"])
+    default = build_cached(*VITA15, f"checkpoint={GOLDEN_CKPT}")  # null: VITA-1.5's 12 (no max_patches here)
+    assert default.vision.max_tiles == 12 and default.vision.preprocess([source]).tiles_per_item == [5]
+
+
+def test_a_bundle_trained_on_single_tiles_asks_for_one(tmp_path):
+    """The embedded bundle's tower says ``max_patches: 1`` (it was trained on whole images resized to one tile,
+    of any aspect ratio); ``vision.max_tiles`` still wins when given, and a bad value is named with its file."""
+    from PIL import Image
+
+    wide = Image.new("RGB", (640, 360), (250, 250, 250))
+    pipe = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu"])
+    assert pipe.vision.max_tiles == 1 and pipe.vision.preprocess([wide]).tiles_per_item == [1]
+    six = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu", "vision.max_tiles=6"])
+    assert six.vision.preprocess([wide]).tiles_per_item == [3]  # (2,1) + thumbnail
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), bundle)
+    config = bundle / "InternViT-tiny" / "preprocessor_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "max_patches": 0}))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json': max_patches must be a whole number >= 1"):
+        vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={bundle}"])
 
 
 def test_text_request_runs_no_vision_encoder():

@@ -65,7 +65,7 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
         cwd=tmp_path,
     )
     assert refused.returncode == 2 and "the tower gives 196 tokens and the LLM receives 16" in refused.stderr
-    assert "set vision_warmup.steps=0" in refused.stderr and "vision step" not in refused.stdout
+    assert "set vision_warmup.steps=0" in refused.stderr and "vision step" not in refused.stderr
     proc = subprocess.run(
         [*command, "vision_warmup.steps=0", f"hydra.run.dir={out}"],
         capture_output=True,
@@ -75,7 +75,7 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "align step     2  shapes<=" in proc.stdout and "\nstep     2  shapes<=" in proc.stdout
+    assert "align step     2  shapes<=" in proc.stderr and "\nstep     2  shapes<=" in proc.stderr
     assert "vision tower stays frozen" in proc.stderr  # a random timm tower is a choice, said out loud
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "ok" and result["visual_tokens"] == 16 and result["ttft_ms"] > 0
@@ -91,7 +91,7 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
     assert any(k.startswith("model.mm_resampler.") for k in keys)
     assert not any(k.startswith(("model.vision_tower.vision_tower.", "model.mm_projector.")) for k in keys)
     # the command the run printed is the user's way back in: it loads the timm tower and the resampler and answers
-    assert result["load_command"] in proc.stdout
+    assert result["load_command"] in proc.stderr
     image = tmp_path / "scene.png"
     synthetic.example("heldout", 3).image().save(image)
     args = shlex.split(result["load_command"])[3:]
@@ -140,18 +140,25 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
     ):
         plan_run(random_llm, [])
     with pytest.raises(ValidationErrors) as info:  # every problem at once
-        plan_run(compose_training("+vision=siglip", "train=quick", "init=pretrained", "+audio=whale", "ship=true"), [])
+        plan_run(compose_training("+vision=siglip", "train=quick", "init=pretrained", "audio=whisper", "ship=true"), [])
     assert len(info.value.problems) == 3
     assert "init=pretrained is not one of random, default" in str(info.value)
-    assert "drop the +audio=... override" in str(info.value) and "drop ship=true" in str(info.value)
+    assert "audio=whisper: the training app teaches spoken questions to the whale encoder only" in str(info.value)
+    assert "drop ship=true" in str(info.value)
+    with pytest.raises(ConfigError, match=r"audio=whale would stay untrained \(init=random\) with speech\.steps=0: "
+                                          r"set speech\.steps > 0.*or audio=none"):
+        plan_run(compose_training("speech.steps=0"), [])
     # what can be trained: the quick preset on a swapped tower (fresh tower and projector), the shipped recipe
     plan = plan_run(compose_training("+vision=timm", "train=quick"), ["+vision=timm", "train=quick", "seed=1"])
     assert plan.replaced == ["vision", "projector"] and sorted(plan.untrained) == ["projector", "vision"]
-    assert plan.load_overrides == ["+vision=timm"] and "vision tower stays frozen" in plan.warnings[0]
-    shipped = plan_run(compose_training(), [])
-    assert shipped.default_recipe and shipped.replaced == [] and shipped.load_overrides == ["+vision=internvit"]
+    assert plan.load_overrides == ["+vision=timm", "+audio=whale"] and "vision tower stays frozen" in plan.warnings[0]
+    shipped = plan_run(compose_training(), [])  # the whale encoder starts fresh and learns in the speech stage
+    assert shipped.default_recipe and shipped.replaced == ["audio"]
+    assert shipped.load_overrides == ["+vision=internvit", "+audio=whale"]
     again = plan_run(compose_training("+vision=internvit", "train=quick"), [])
     assert again.replaced == [] and again.untrained == {} and not again.default_recipe
+    typed_only = plan_run(compose_training("audio=none"), [])
+    assert typed_only.replaced == [] and typed_only.load_overrides == ["+vision=internvit"]
 
 
 def test_a_refused_run_exits_before_training_and_old_learn_flags_still_work(tmp_path, run_env):
@@ -178,3 +185,19 @@ def test_a_refused_run_exits_before_training_and_old_learn_flags_still_work(tmp_
     assert "'train.projector=false' is now 'learn.projector=false'" in proc.stderr
     assert "error:" in proc.stderr and "Set learn.projector=true" in proc.stderr
     assert "Traceback" not in proc.stderr and not (out / "bundle").exists() and not (out / "bundle.init").exists()
+
+
+def test_speech_training_without_a_speech_engine_names_the_missing_data(tmp_path, run_env):
+    """Spoken questions are made with espeak-ng: without it, the run stops before training and says how to get
+    it (or how to train without audio)."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vita_framework.train", "steps=1", f"hydra.run.dir={out}"],
+        capture_output=True, text=True, timeout=300, env={**run_env, "PATH": str(empty)}, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "speech.steps=600: spoken-question training needs speech data: espeak-ng is not installed" in proc.stderr
+    assert "apt-get install espeak-ng" in proc.stderr and "drop +audio=whale" not in proc.stderr
+    assert "audio=none" in proc.stderr and "Traceback" not in proc.stderr and not (out / "bundle").exists()

@@ -23,8 +23,8 @@ The run (a pure function of the config; see ``training/conf/config.yaml`` and th
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 from vita_framework.weights import default_bundle_path
 
 __all__ = ["run"]
+log = logging.getLogger("vita_training")
 
 ASSETS = default_bundle_path().parent
 #: held-out questions the reloaded bundle must answer exactly as the trained pipeline did
@@ -60,7 +61,7 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
 
     plan = plan_run(cfg, list(task_overrides or []))  # every refusal before anything is built or written
     for note in plan.warnings:
-        print(f"warning: {note}", file=sys.stderr, flush=True)
+        log.warning(f"warning: {note}")
     import torch
     from omegaconf import OmegaConf
 
@@ -70,7 +71,7 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
     from .bundle import Architecture, component_tensors, weight_prefixes, write_bundle, write_random_bundle
     from .loop import Trainer
     from .stages import train_stages
-    from .start import derive
+    from .start import add_audio_files, derive
     from .warmup import replay_initial_rng
 
     torch.set_num_threads(int(cfg.threads))
@@ -98,15 +99,28 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
 
     pipe, run_cfg = load(start)
     learn = cfg.learn
-    trainer = Trainer(pipe, train_vision=bool(learn.vision), train_projector=bool(learn.projector),
-                      train_llm=bool(learn.llm))
+    flags = dict(train_vision=bool(learn.vision), train_projector=bool(learn.projector), train_llm=bool(learn.llm))
+    bank, cmvn = None, None
+    if pipe.audio is not None:  # audio=whale: spoken questions (vita_training.spoken)
+        from .speech import HELDOUT_VOICE, SpeechBank
+        from .spoken import SpokenTrainer, cmvn_stats, set_cmvn
+
+        bank = SpeechBank()
+        trainer = SpokenTrainer(pipe, bank, **flags)
+        if "audio" in plan.replaced:  # a fresh encoder normalises its input with the training speech's stats
+            cmvn = cmvn_stats(trainer)
+            set_cmvn(trainer.audio, cmvn)
+    else:
+        trainer = Trainer(pipe, **flags)
     trainer.check_prompt(synthetic.example("train", 0))
+    if bank is not None:
+        trainer.check_spoken_prompt(synthetic.example("train", 0))
     trainer.check_shared_prefix(trainer.batch([synthetic.scene_examples("train", i, 2) for i in range(3)]))
     check_warmup(trainer, int(cfg.vision_warmup.steps))
     sizes = report.parameters(trainer)
-    print(f"composition: {' '.join(plan.load_overrides)}; init={plan.init}; fresh: {sorted(plan.untrained) or '-'}; "
+    log.info(f"composition: {' '.join(plan.load_overrides)}; init={plan.init}; fresh: {sorted(plan.untrained) or '-'}; "
           f"parameters: {sizes}; {trainer.image_rows} image tokens per tile in the LLM; "
-          f"prompt prefix shared over the batch: {trainer.prefix_len} tokens", flush=True)
+          f"prompt prefix shared over the batch: {trainer.prefix_len} tokens")
 
     replay_initial_rng(trainer, seed)
     t0 = time.perf_counter()
@@ -115,7 +129,13 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
 
     heldout = synthetic.examples("heldout", int(cfg.heldout))
     accuracy, by_kind, texts = report.score(pipe, heldout)
-    print(f"held-out accuracy (generated, {len(heldout)} questions): {accuracy:.3f} {by_kind}", flush=True)
+    log.info(f"held-out accuracy (generated, {len(heldout)} questions): {accuracy:.3f} {by_kind}")
+    spoken = None
+    if bank is not None:
+        from .spoken import spoken_requests
+
+        spoken = report.score(pipe, heldout, spoken_requests(pipe, heldout, bank), what="spoken held-out")
+        log.info(f"held-out accuracy, spoken in the held-out voice: {spoken[0]:.3f} {spoken[1]}")
     sample = pick_sample(pipe, int(cfg.sample_shapes)) if plan.default_recipe else None
 
     info = {
@@ -124,25 +144,35 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
         "torch_threads": int(cfg.threads), "parameters": {k: v for k, v in sizes.items() if k != "total"},
         "heldout_accuracy": round(accuracy, 4), "heldout_accuracy_by_kind": by_kind, "heldout_questions": len(heldout),
         "final_loss": history[-1]["loss"] if history else None,
+        **({} if spoken is None else {"spoken_accuracy": round(spoken[0], 4), "spoken_accuracy_by_kind": spoken[1],
+                                      "spoken_voice": HELDOUT_VOICE.key}),
         "sample": None if sample is None else {"split": "heldout", "index": sample.index,
                                                "question": synthetic.DESCRIBE, "answer": sample.scene.description()},
-        "init": plan.init, "run_overrides": ["+audio=none", *plan.load_overrides],
+        "init": plan.init,
+        "run_overrides": [*([] if bank is not None else ["+audio=none"]), *plan.load_overrides],
         "train_config": OmegaConf.to_container(cfg, resolve=True),
         "note": "trained on synthetic shapes: answers questions about vita_training.synthetic scenes only",
     }
     if plan.default_recipe:  # the shipped layout, byte for byte
-        tensors = component_tensors({"vision": pipe.vision, "projector": pipe.projector, "llm": pipe.llm},
+        parts = {"vision": pipe.vision, "projector": pipe.projector, "llm": pipe.llm}
+        tensors = component_tensors({**parts, **({"audio": pipe.audio} if bank is not None else {})},
                                     weight_prefixes(run_cfg))
         write_bundle(out, arch=arch, tensors=tensors, tokenizer_dir=work / "tokenizer", info=info,
                      repetition_penalty=float(cfg.repetition_penalty))
     else:
         save_trained(pipe, out, start, run_cfg, info)
+    if bank is not None and (cmvn is not None or plan.default_recipe):
+        add_audio_files(out, pipe.audio.cfg, cmvn)
     sample_path = out.parent / "sample.png"
     if sample is not None:
         sample.image().save(sample_path, optimize=True)
+        if bank is not None:
+            from .spoken import write_questions
+
+            write_questions(sample, bank, out.parent / "questions")
     reloaded, _ = load(out)
     checked = heldout[:RELOAD_CHECKED]
-    _, _, again = report.score(reloaded, checked)
+    _, _, again = report.score(reloaded, checked, what="held-out (reloaded bundle)")
     if again != texts[: len(checked)]:
         wrong = next(i for i, (a, b) in enumerate(zip(again, texts)) if a != b)
         raise RuntimeError(f"the written bundle answers held-out question {wrong} with {again[wrong]!r}, the trained "
@@ -154,12 +184,14 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
     result = {"status": "ok", "bundle": str(out), "load_command": command, "accuracy": round(accuracy, 4),
               "accuracy_by_kind": by_kind, "heldout_questions": len(heldout), **measured, "parameters": sizes,
               "trained": sorted(({"projector"} if int(cfg.align.steps) > 0 else set())
-                                | {k for k in ("vision", "projector", "llm") if learn[k]}),
+                                | {k for k in ("vision", "projector", "llm") if learn[k]}
+                                | ({"audio"} if bank is not None and int(cfg.speech.steps) > 0 else set())),
+              **({} if spoken is None else {"spoken_accuracy": round(spoken[0], 4),
+                                            "spoken_accuracy_by_kind": spoken[1]}),
               "train_s": round(train_s, 1), "stage_s": stage_s, "init": plan.init, "fresh": sorted(plan.untrained)}
     report.write_result(out.parent, result)
-    print(f"wrote {out}; trained {train_s:.0f}s; held-out accuracy {accuracy:.3f}; {measured['visual_tokens']} "
-          f"visual tokens per image; time to first token {measured['ttft_ms']:.1f} ms\nload it with: {command}",
-          flush=True)
+    log.info(f"wrote {out}; trained {train_s:.0f}s; held-out accuracy {accuracy:.3f}; {measured['visual_tokens']} "
+             f"visual tokens per image; time to first token {measured['ttft_ms']:.1f} ms\nload it with: {command}")
     if cfg.ship:
         if sample is None:
             raise RuntimeError(f"not shipped: no held-out scene with {cfg.sample_shapes} shapes is described correctly")
@@ -193,4 +225,8 @@ def ship(bundle: Path, sample: Path) -> None:
         shutil.rmtree(target)
     staging.rename(target)
     shutil.copy2(sample, ASSETS / "sample.png")
-    print(f"shipped {bundle} -> {target} and {sample} -> {ASSETS / 'sample.png'}", flush=True)
+    questions = sample.parent / "questions"
+    if questions.is_dir():  # the sample's questions spoken in the held-out voice (tests and README use them)
+        shutil.rmtree(ASSETS / "questions", ignore_errors=True)
+        shutil.copytree(questions, ASSETS / "questions")
+    log.info(f"shipped {bundle} -> {target} and {sample} -> {ASSETS / 'sample.png'}")

@@ -23,9 +23,13 @@ from typing import Any
 from .tokenizer import TOKENIZER_FILES, build_tokenizer, tokenizer_corpus
 
 VISION_DIR = "InternViT-tiny"
+AUDIO_DIR = "audio-encoder-tiny"  # the whale encoder's train.yaml and global_cmvn (config.json mm_audio_encoder)
 #: the run config the trained bundle serves (with checkpoint, device and seed added by :func:`run_overrides`)
 RUN_OVERRIDES = ("+vision=internvit", "+audio=none", "dtype=float32")
 VISION_LAYER_NORM_EPS = 1e-6
+#: the bundle is trained on whole images resized to one tile (any aspect ratio), so it asks for one
+#: (the tower's preprocessor_config.json max_patches, read when vision.max_tiles is null)
+TILES_PER_IMAGE = 1
 #: LLM config values that are not sizes: the same for the random init and the written config.json
 LLM_FIXED = {"rms_norm_eps": 1e-6, "rope_theta": 1e6, "max_position_embeddings": 32768,
              "tie_word_embeddings": False, "hidden_act": "silu"}
@@ -85,7 +89,8 @@ def weight_prefixes(cfg: Any) -> dict[str, str]:
 
     registry = get_plugins().registry
     prefixes = {"llm": ""}
-    for kind in ("vision", "projector"):
+    audio = cfg.get("audio")
+    for kind in ("vision", "projector", *(["audio"] if audio is not None and audio.component != "none" else [])):
         spec, options = registry.options(kind, cfg[kind])
         claimed = spec.claimed_prefixes(options)
         if len(claimed) != 1:
@@ -214,7 +219,8 @@ def write_bundle(out: Path, *, arch: Architecture, tensors: dict[str, Any], toke
     side = vit_cfg["image_size"]
     _write_json(staging / VISION_DIR / "preprocessor_config.json", {
         "crop_size": side, "do_center_crop": True, "do_normalize": True, "do_resize": True,
-        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": side})
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": side,
+        "max_patches": TILES_PER_IMAGE})
     _write_json(staging / "bundle_info.json", {**info, "tokenizer_vocab": n_tokens})
     if out.exists():
         shutil.rmtree(out)

@@ -57,7 +57,7 @@ def _key(override: str) -> str:
 
 def run_config(cfg: Any, checkpoint: Any, *, device: str = "cpu", seed: int = 0) -> Any:
     """The inference run config this training run builds its pipeline from: the inference app's defaults, the
-    training config's component nodes (the very options it was given), no audio, float32."""
+    training config's component nodes (the very options it was given, audio included), float32."""
     from omegaconf import OmegaConf, open_dict
 
     from vita_framework.config import compose
@@ -67,7 +67,7 @@ def run_config(cfg: Any, checkpoint: Any, *, device: str = "cpu", seed: int = 0)
 
     run = compose(run_overrides(checkpoint, device, seed))
     with open_dict(run):
-        for group in GROUPS:
+        for group in (*GROUPS, "audio"):
             node = cfg.get(group)
             if node is not None:
                 run[group] = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
@@ -88,12 +88,6 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
             "default: the embedded default bundle's LLM and tokenizer)"
         )
         init = "random"
-    audio = cfg.get("audio")
-    if audio is not None and audio.get("component") not in (None, "none"):
-        problems.append(
-            f"audio={audio.get('component')}: training covers image questions only; drop the "
-            "+audio=... override (the bundle is built with +audio=none)"
-        )
     learn = {name: bool((cfg.get("learn") or {}).get(name, False)) for name in LEARNABLE}
     unknown = sorted(set(cfg.get("learn") or {}) - set(LEARNABLE))
     problems += [f"unknown option learn.{k}; valid: {', '.join(f'learn.{n}' for n in LEARNABLE)}" for k in unknown]
@@ -105,6 +99,10 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
     same_vision = run.vision.component == "internvit" and mine["vision"] == base["vision"]
     same_projector = same_vision and run.projector.component == "mlp2x_gelu" and mine["projector"] == base["projector"]
     replaced = [k for k, same in (("vision", same_vision), ("projector", same_projector)) if not same]
+    audio_component = str((cfg.get("audio") or {}).get("component", "none"))
+    problems += speech_problems(cfg, audio_component)
+    fresh_audio = audio_component == "whale" and (init == "random" or not default_has_audio())
+    replaced += ["audio"] if fresh_audio else []
     untrained: dict[str, str] = {}
     if init == "random":
         untrained = dict.fromkeys(LEARNABLE, "init=random")
@@ -119,16 +117,20 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
                 f"projector '{run.projector.component}' for vision '{run.vision.component}' "
                 "starts fresh (the default's mlp2x_gelu was trained on InternViT features)"
             )
+    if fresh_audio:
+        untrained["audio"] = ("init=random" if init == "random" else
+                              "the embedded default bundle has no whale encoder, so it starts fresh")
     warmup, align, steps = int(cfg.vision_warmup.steps), int(cfg.align.steps), int(cfg.steps)
     trains = {
         "vision": learn["vision"] and (warmup > 0 or steps > 0),
         "projector": align > 0 or (learn["projector"] and (warmup > 0 or steps > 0)),
         "llm": learn["llm"] and steps > 0,
+        "audio": audio_component == "whale" and int((cfg.get("speech") or {}).get("steps", 0)) > 0,
     }
     if not any(trains.values()):
         problems.append(
-            "nothing would be trained: set align.steps > 0, or steps > 0 with one of learn.vision, "
-            "learn.projector, learn.llm true"
+            "nothing would be trained: set align.steps > 0, speech.steps > 0 (with audio=whale), or steps > 0 "
+            "with one of learn.vision, learn.projector, learn.llm true"
         )
     if "projector" in untrained and not trains["projector"]:
         problems.append(
@@ -147,7 +149,12 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
             "features unless its options load weights (e.g. vision.weights=<file> for timm); "
             "learn.vision=true with vision_warmup.steps > 0 trains it"
         )
-    default_recipe = init == "random" and not replaced and run.llm.component == "qwen2"
+    if fresh_audio and int((cfg.get("speech") or {}).get("steps", 0)) <= 0:
+        problems.append(
+            f"audio=whale would stay untrained ({untrained['audio']}) with speech.steps=0: set speech.steps > 0 "
+            "to teach it spoken questions, or audio=none"
+        )
+    default_recipe = init == "random" and replaced in ([], ["audio"]) and run.llm.component == "qwen2"
     if bool(cfg.get("ship")) and not default_recipe:
         problems.append(
             "ship=true replaces the embedded default bundle, which is the internvit + mlp2x_gelu + "
@@ -155,7 +162,35 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
         )
     if problems:
         raise ValidationErrors(problems)
-    return Plan(init, replaced, untrained, component_overrides(list(task_overrides)), default_recipe, notes)
+    load = component_overrides(list(task_overrides)) + (["+audio=whale"] if audio_component == "whale" else [])
+    return Plan(init, replaced, untrained, load, default_recipe, notes)
+
+
+def default_has_audio() -> bool:
+    """Whether the embedded default bundle holds a whale encoder (its config names an audio directory)."""
+    import json
+
+    from vita_framework.weights import default_bundle_path
+
+    config = json.loads((default_bundle_path() / "config.json").read_text())
+    return bool(config.get("mm_audio_encoder"))
+
+
+def speech_problems(cfg: Any, audio: str) -> list[str]:
+    """What stops the speech stage: an audio encoder it cannot train, or no way to make speech data."""
+    steps = int((cfg.get("speech") or {}).get("steps", 0))
+    if audio not in ("whale", "none"):
+        return [f"audio={audio}: the training app teaches spoken questions to the whale encoder only; use "
+                "audio=whale, or audio=none for typed questions only"]
+    if audio == "none" or steps <= 0:
+        return []
+    from .speech import espeak_binary
+
+    try:
+        espeak_binary()
+    except ConfigError as exc:
+        return [f"speech.steps={steps}: {exc}"]
+    return []
 
 
 def check_warmup(trainer: Any, steps: int) -> None:

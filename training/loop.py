@@ -27,6 +27,7 @@ import torch
 from vita_framework.prompt import PromptTokens, layout_user_text, system_prompt_key
 from vita_framework.request import Request
 from vita_training import synthetic
+from vita_training.progress import progress
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Batch:
     targets: torch.Tensor       # [rows, width] bool: position holds an answer token (or its <|im_end|>)
     image_of_row: list[int]     # which image each row asks about
     scenes: list[Any] | None = None  # the scene of each image (the key of the frozen-tower feature cache)
+    audio: Any = None           # the spoken rows' fbank batch, in row order (vita_training.spoken)
 
 
 class Trainer:
@@ -135,6 +137,8 @@ class Trainer:
         tiles = self.pipe.fusion.reduce(stream, tiles, [0] * len(tiles))
         features = {s: [] for s in self.placeholder_ids}
         features[stream] = [tiles[i] for i in batch.image_of_row]
+        if batch.audio is not None:  # spoken rows (vita_training.spoken.SpokenTrainer)
+            features[self.audio_modality.stream] = self.audio_features(batch)
         mask = torch.ones_like(batch.ids)
         return self.pipe.fusion.fuse(batch.ids, mask, self.llm.embed, features, self.placeholder_ids).inputs_embeds
 
@@ -262,7 +266,7 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     running, running_acc = 0.0, 0.0
-    for step in range(steps):
+    for step in progress(range(steps), desc=stage):
         trainer.set_mode(True)
         for group in optimizer.param_groups:
             group["lr"] = lr * schedule(step, steps, warmup_steps, min_lr_ratio)

@@ -16,21 +16,29 @@ from vita_training import synthetic
 
 
 def generated_accuracy(
-    pipeline: Any, examples: list[synthetic.Example], *, batch_size: int = 50, max_new_tokens: int = 24
+    pipeline: Any, examples: list[synthetic.Example], *, batch_size: int = 50, max_new_tokens: int = 24,
+    requests: list[Any] | None = None, what: str = "held-out",
 ) -> tuple[float, list[str]]:
-    """Fraction of ``examples`` whose generated answer (the public ``generate_batch``) is exactly right."""
+    """Fraction of ``examples`` whose generated answer (the public ``generate_batch``) is exactly right; each
+    asked as typed, or as in ``requests`` (the same questions spoken, :func:`vita_training.spoken.spoken_requests`)."""
     from vita_framework.request import Request
+    from vita_training.progress import progress
 
-    requests = [Request(e.question, images=[e.image()]) for e in examples]
-    result = pipeline.generate_batch(requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    texts = [row.text for row in result.rows]
+    requests = requests or [Request(e.question, images=[e.image()]) for e in examples]
+    texts: list[str] = []
+    chunks = range(0, len(requests), batch_size)
+    for start in progress(chunks, total=len(chunks), desc=f"scoring {len(requests)} {what}", unit="batch"):
+        result = pipeline.generate_batch(requests[start: start + batch_size], batch_size=batch_size,
+                                         max_new_tokens=max_new_tokens)
+        texts += [row.text for row in result.rows]
     right = sum(synthetic.is_correct(t, e.answer) for t, e in zip(texts, examples))
     return right / max(1, len(examples)), texts
 
 
-def score(pipeline: Any, heldout: list[synthetic.Example]) -> tuple[float, dict[str, float | None], list[str]]:
+def score(pipeline: Any, heldout: list[synthetic.Example], requests: list[Any] | None = None,
+          what: str = "held-out") -> tuple[float, dict[str, float | None], list[str]]:
     """Exact-answer accuracy of generated answers, overall and by question kind, and the answers."""
-    accuracy, texts = generated_accuracy(pipeline, heldout)
+    accuracy, texts = generated_accuracy(pipeline, heldout, requests=requests, what=what)
     by_kind: dict[str, float | None] = {}
     for kind in synthetic.QUESTION_KINDS:
         marks = [synthetic.is_correct(t, e.answer) for t, e in zip(texts, heldout) if e.kind == kind]
@@ -85,7 +93,7 @@ def load_command(bundle: Path, overrides: list[str]) -> str:
         [
             "python -m vita_framework",
             shlex.quote(f"checkpoint={bundle}"),
-            "+audio=none",
+            *([] if any(o.lstrip("+").startswith("audio=") for o in overrides) else ["+audio=none"]),
             *(shlex.quote(o) for o in overrides),
         ]
     )

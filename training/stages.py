@@ -1,10 +1,12 @@
-"""The training schedule: up to three stages, each training a chosen set of modules, run in order.
+"""The training schedule: up to four stages, each training a chosen set of modules, run in order.
 
 1. ``vision_warmup`` -- tower and projector (those in ``learn``) label each image token's region
    (:mod:`vita_training.warmup`); how the shipped bundle's tower learnt to see.
 2. ``align`` -- the projector alone, everything else frozen, on answer tokens through the frozen LLM: it learns
    to speak the LLM's embedding language (LLaVA's stage one). What a swapped encoder needs first.
 3. ``steps`` -- every module in ``learn`` (the LLM, usually with the projector) on answer tokens.
+4. ``speech`` -- with an audio encoder (``audio=whale``): a share of the questions asked aloud, the encoder (and
+   the LLM, ``speech.learn_llm``) trained on the same answers (:mod:`vita_training.spoken`).
 
 A stage with 0 steps is skipped. Every stage draws its scenes from its own range of the train split, or, with
 ``scene_pool``, both answer stages cycle through one pool of that many scenes (new questions each time round;
@@ -13,6 +15,7 @@ a frozen tower encodes each scene once). A run is a pure function of its config.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,12 +24,14 @@ from omegaconf import OmegaConf
 from .loop import Trainer, fit
 from .warmup import warm_up_vision
 
+log = logging.getLogger("vita_training")
 # the align stage's scenes come from their own range of the train split, apart from the other stages'
 ALIGN_FIRST_SCENE = 20_000_000
+SPEECH_FIRST_SCENE = 30_000_000
 
 
 def _log(line: str) -> None:
-    print(line, flush=True)
+    log.info(line)
 
 
 def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -91,5 +96,29 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
             **shared,
         )
         seconds["answers_s"] = time.perf_counter() - t0
+    spoken = cfg.get("speech")
+    if spoken is not None and int(spoken.steps) > 0 and "audio" in trainer.modules:
+        from .spoken import warm_up_speech
+
+        t0 = time.perf_counter()
+        history += warm_up_speech(trainer, steps=int(spoken.warmup.steps), clips_per_step=int(spoken.warmup.clips),
+                                  lr=float(spoken.warmup.lr), weight_decay=float(cfg.weight_decay),
+                                  grad_clip=float(cfg.grad_clip), log_every=int(cfg.log_every), log=_log)
+        trainer.learn(["audio", *(["llm"] if bool(spoken.learn_llm) else [])])
+        trainer.spoken_share = float(spoken.spoken_share)
+        history += fit(
+            trainer,
+            steps=int(spoken.steps),
+            images_per_step=int(spoken.images_per_step),
+            questions_per_image=int(spoken.questions_per_image),
+            lr=float(spoken.lr),
+            warmup_steps=int(spoken.warmup_steps),
+            stage="speech",
+            first_scene=0 if pool else SPEECH_FIRST_SCENE,
+            **shared,
+        )
+        trainer.spoken_share = 0.0
+        trainer.learn(learned)
+        seconds["speech_s"] = time.perf_counter() - t0
     trainer.set_mode(False)
     return history, {k: round(v, 1) for k, v in seconds.items()}

@@ -38,7 +38,9 @@ def derive(base: Path, out: Path, run_cfg: Any, replaced: list[str], *, seed: in
     torch.manual_seed(seed)
     with warnings.catch_warnings():  # "RANDOM weights": these are the fresh parts, on purpose
         warnings.simplefilter("ignore")
-        for kind in ("vision", "projector"):
+        for kind in ("vision", "projector", "audio"):
+            if kind == "audio" and kind not in replaced:
+                continue
             if kind in replaced:
                 node = OmegaConf.to_container(run_cfg[kind], resolve=True)
                 parts[kind] = registry.build(kind, node, context)
@@ -49,7 +51,7 @@ def derive(base: Path, out: Path, run_cfg: Any, replaced: list[str], *, seed: in
     tensors = {
         k: v
         for k, v in load_file(str(base / "model.safetensors")).items()
-        if not any(k.startswith(old[kind]) for kind in replaced)
+        if not any(kind in old and k.startswith(old[kind]) for kind in replaced)
     }
     tensors.update(component_tensors({k: parts[k] for k in replaced}, weight_prefixes(run_cfg)))
     if out.exists():
@@ -61,7 +63,23 @@ def derive(base: Path, out: Path, run_cfg: Any, replaced: list[str], *, seed: in
         metadata={"format": "pt"},
     )
     describe(out, run_cfg, parts["vision"])
+    if "audio" in replaced:
+        add_audio_files(out, parts["audio"].cfg)
     return out
+
+
+def add_audio_files(bundle: Path, whale_cfg: Any, stats: Any = None) -> None:
+    """The whale encoder's ``train.yaml`` and CMVN stats (identity when ``stats`` is None) in the bundle's audio
+    directory, named by ``config.json``'s ``mm_audio_encoder`` as in a VITA-1.5 checkpoint."""
+    from vita_plugins.audio.whale.config import write_whale_dir
+
+    from .bundle import AUDIO_DIR
+
+    write_whale_dir(bundle / AUDIO_DIR, whale_cfg, stats)
+    path = bundle / "config.json"
+    config = json.loads(path.read_text())
+    config["mm_audio_encoder"] = AUDIO_DIR
+    path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def describe(bundle: Path, run_cfg: Any, vision: Any) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from vita_training import synthetic
+from vita_training.progress import progress
 
 # scenes of this stage come from their own range of the train split, apart from stage two's
 FIRST_SCENE = 10_000_000
@@ -32,9 +33,26 @@ class RegionHeads(nn.Module):
         super().__init__()
         self.heads = nn.ModuleList(nn.Linear(width, len(values) + 1)
                                    for values in (synthetic.SHAPES, synthetic.COLOURS, synthetic.POSITIONS))
+        self.objects = nn.Linear(width, len(synthetic.SHAPES))  # a shape's kind from the mean of its tokens
 
     def forward(self, tokens: torch.Tensor) -> list[torch.Tensor]:
         return [head(tokens) for head in self.heads]
+
+
+def object_kinds(heads: RegionHeads, tokens: torch.Tensor, labels: torch.Tensor,
+                 scenes: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) of each shape's kind read from the mean of the tokens it covers (found by its colour,
+    unique in a scene). Why: a shape's kind shows in its outline as a whole, which a single token of a large
+    shape cannot see; the LLM reads all of a shape's tokens, so their pooled features are what must tell it."""
+    colours = sorted(synthetic.COLOURS)
+    pooled, targets = [], []
+    for b, scene in enumerate(scenes):
+        for shape in scene.shapes:
+            covered = labels[b, :, 1] == colours.index(shape.colour) + 1
+            if covered.any():
+                pooled.append(tokens[b][covered].mean(0))
+                targets.append(synthetic.SHAPES.index(shape.kind))
+    return heads.objects(torch.stack(pooled)), torch.tensor(targets, device=tokens.device)
 
 
 def replay_initial_rng(trainer, seed: int) -> None:
@@ -80,31 +98,45 @@ def warm_up_vision(trainer, *, steps: int, images_per_step: int, lr: float, weig
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     running_loss, hits, shapes_seen = 0.0, 0, 0
-    for step in range(steps):
+    head_hits = torch.zeros(3)  # tokens on a shape whose kind, colour, position label is right
+    object_hits, objects_seen = 0, 0  # shapes whose kind the pooled tokens tell
+    for step in progress(range(steps), desc="vision warm-up"):
         for group in optimizer.param_groups:  # cosine decay to 5 % over the stage
             group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         pixels, labels, scenes = region_batch(trainer, step * images_per_step, images_per_step, scene_pool)
         labels = labels.to(param.device)
         if scene_pool and trainer.feature_cache is None:
             trainer.feature_cache = {}
-        logits = heads(trainer.projector(trainer.tower_features(pixels, scenes if scene_pool else None)))
+        tokens = trainer.projector(trainer.tower_features(pixels, scenes if scene_pool else None))
+        logits = heads(tokens)
         loss = sum(nn.functional.cross_entropy(part.flatten(0, 1), labels[..., i].flatten())
                    for i, part in enumerate(logits))
+        kinds, kind_targets = object_kinds(heads, tokens, labels, scenes)
+        loss = loss + nn.functional.cross_entropy(kinds, kind_targets)
+        object_hits += int((kinds.argmax(-1) == kind_targets).sum())
+        objects_seen += len(kind_targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         running_loss += loss.item()
-        on_shape = labels[..., 0] > 0
-        right = torch.stack([part.argmax(-1) == labels[..., i] for i, part in enumerate(logits)]).all(0)
-        hits += int(right[on_shape].sum())
-        shapes_seen += int(on_shape.sum())
+        on_edge = labels[..., 0] > 0  # a shape's edge in view: all three labels are readable
+        each = torch.stack([part.argmax(-1) == labels[..., i] for i, part in enumerate(logits)])  # [3, B, T]
+        hits += int(each.all(0)[on_edge].sum())
+        head_hits += each[:, on_edge].sum(1)
+        shapes_seen += int(on_edge.sum())
         if (step + 1) % log_every == 0 or step + 1 == steps:
             n = (step % log_every) + 1
+            kind, colour, place = (head_hits / max(1, shapes_seen)).tolist()
             record = {"stage": "vision", "step": step + 1, "loss": running_loss / n,
-                      "shape_token_acc": hits / max(1, shapes_seen), "elapsed_s": time.perf_counter() - t0}
+                      "shape_token_acc": hits / max(1, shapes_seen), "kind_acc": kind, "colour_acc": colour,
+                      "position_acc": place, "object_kind_acc": object_hits / max(1, objects_seen),
+                      "elapsed_s": time.perf_counter() - t0}
             history.append(record)
-            log("vision step {step:>5}  loss {loss:.4f}  shape-token acc {shape_token_acc:.3f}  "
+            log("vision step {step:>5}  loss {loss:.4f}  shape-token acc {shape_token_acc:.3f} (kind {kind_acc:.3f}, "
+                "colour {colour_acc:.3f}, position {position_acc:.3f})  shape kind acc {object_kind_acc:.3f}  "
                 "{elapsed_s:.0f}s".format(**record))
             running_loss, hits, shapes_seen = 0.0, 0, 0
+            head_hits = torch.zeros(3)
+            object_hits, objects_seen = 0, 0
     return history

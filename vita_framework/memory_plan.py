@@ -190,7 +190,7 @@ def _activations(config: Any, built: dict[str, Any], context: int, batch: int, e
             continue
         size, patch = (_first(getattr(tower, k)) for k in ("image_size", "patch_size"))
         tokens = (size // patch) ** 2 + 1
-        tiles = int(getattr(options, "max_tiles", 1))
+        tiles = int(getattr(component, "max_tiles", None) or getattr(options, "max_tiles", None) or 1)
         tiles += 1 if tiles > 1 else 0  # the thumbnail
         width, heads = int(tower.hidden_size), int(tower.num_attention_heads)
         total += tiles * tokens * (4 * width + int(tower.intermediate_size)) * elem

@@ -99,3 +99,38 @@ def cmvn_from_json(path: Path) -> tuple[list[float], list[float]]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"cannot read whale CMVN stats '{path}': {exc}") from None
     return mean, [1.0 / math.sqrt(max(v, 1e-20)) for v in var]
+
+
+def write_whale_dir(directory: Path, cfg: WhaleConfig, stats: tuple[int, list[float], list[float]] | None = None
+                    ) -> None:
+    """Write ``train.yaml`` and ``global_cmvn`` for ``cfg`` in the layout :func:`read_whale_config` and
+    :func:`cmvn_from_json` read (a trained bundle's ``mm_audio_encoder``). ``stats``: (frames, per-bin sums,
+    per-bin sums of squares) of the training features; None writes identity stats (mean 0, variance 1)."""
+    import yaml
+
+    d = cfg.d_model
+    transformer = {"transformer-input-dim": d, "transformer-output-dim": d, "transformer-attention-dim": d,
+                   "transformer-attention-heads": cfg.heads, "transformer-linear-units": cfg.units,
+                   "transformer-num-blocks": cfg.blocks, "transformer-input-layer": "linear",
+                   "transformer-pos-enc-class": "rel-enc", "transformer-normalize-before": True,
+                   "transformer-concat-after": False, "transformer-positionwise-layer-type": "linear",
+                   "transformer-chunk_size": cfg.chunk_size, "transformer-left_chunks": cfg.left_chunks}
+    raw = {
+        "input_dim": cfg.input_dim, "is_json_cmvn": True, "cmvn_file": "global_cmvn",
+        "encoder_conf": {
+            "overview_conf": {"encoder-input-dim": cfg.input_dim, "encoder-output-dim": d,
+                              "encoder-layer-config": "subsampling-transformer"},
+            "para_conf": {"subsampling": {"subsampling-rate": 4, "subsampling-input-dim": cfg.input_dim,
+                                          "subsampling-output-dim": d},
+                          "transformer": transformer}},
+        "model_conf": {"enc_out_dim": d, "llm_embed_dim": cfg.llm_embed_dim, "kernel_size": cfg.kernel_size,
+                       "adpter_type": "subsampling", "activation_func": cfg.activation, "norm": cfg.norm},
+        "dataset_conf": {"resample_conf": {"resample_rate": cfg.sample_rate},
+                         "fbank_conf": {"num_mel_bins": cfg.num_mel_bins, "frame_length": cfg.frame_length,
+                                        "frame_shift": cfg.frame_shift, "dither": cfg.dither}},
+    }
+    frames, sums, squares = stats if stats is not None else (1, [0.0] * cfg.input_dim, [1.0] * cfg.input_dim)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "train.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    cmvn = {"mean_stat": [float(s) for s in sums], "var_stat": [float(s) for s in squares], "frame_num": int(frames)}
+    (directory / "global_cmvn").write_text(json.dumps(cmvn) + "\n", encoding="utf-8")

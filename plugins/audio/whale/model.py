@@ -42,12 +42,14 @@ def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=4)
 def _sinusoids(length: int, dim: int) -> torch.Tensor:
-    """The reference's fixed table (float32, CPU; max_len 5000, grown instead of failing past it)."""
-    position = torch.arange(0, length, dtype=torch.float32).unsqueeze(1)
-    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(position * div)
-    table[:, 1::2] = torch.cos(position * div)
+    """The reference's fixed table (float32, CPU; max_len 5000, grown instead of failing past it). Made outside
+    inference mode even when first asked for inside it: the cached table must also serve training."""
+    with torch.inference_mode(False):
+        position = torch.arange(0, length, dtype=torch.float32).unsqueeze(1)
+        div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
+        table = torch.zeros(length, dim)
+        table[:, 0::2] = torch.sin(position * div)
+        table[:, 1::2] = torch.cos(position * div)
     return table
 
 

@@ -23,7 +23,9 @@ class InternViTArch(VisionTowerArch):
 
 @dataclass
 class InternViTOptions:
-    max_tiles: int = 12
+    #: None: the tower's preprocessor_config.json ``max_patches`` (a bundle trained on one tile says 1), else 12
+    #: (VITA-1.5's ``max_num``)
+    max_tiles: int | None = None
     min_tiles: int = 1
     select_layer: int = -1
     downsample_ratio: float = 0.5
@@ -35,7 +37,7 @@ class InternViTOptions:
 
     def __post_init__(self) -> None:
         check_mode(self.quantization, "vision.quantization")
-        if not 1 <= self.min_tiles <= self.max_tiles:
+        if self.min_tiles < 1 or (self.max_tiles is not None and self.min_tiles > self.max_tiles):
             raise ValueError(f"vision.min_tiles={self.min_tiles} and vision.max_tiles={self.max_tiles} must "
                              "satisfy 1 <= min_tiles <= max_tiles")
 

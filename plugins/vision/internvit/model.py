@@ -11,7 +11,7 @@ from torch import nn
 
 from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
-from vita_framework.errors import CheckpointError, InputError
+from vita_framework.errors import CheckpointError, ConfigError, InputError
 from vita_framework.ops import pixel_shuffle
 from vita_framework.quantization import quantize
 from vita_framework.vision_tower import VisionTower
@@ -21,6 +21,14 @@ from .keymap import from_reference, to_reference
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MAX_TILES = 12  # VITA-1.5's dynamic_preprocess max_num
+
+
+def _bundle_max_tiles(value: Any, path: Path) -> int:
+    """The tower's own ``max_patches``, checked (a bundle trained on single tiles says 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"'{path}': max_patches must be a whole number >= 1; got {value!r}")
+    return value
 
 
 def _arch_from_reference(path: Path) -> dict[str, Any]:
@@ -54,13 +62,15 @@ class InternViTEncoder(VisionTower):
         self.hidden_size = int(round(model.config.hidden_size / (ratio * ratio)))
         self._tiler = None
         self._framer = None
+        #: tiles per image at most: vision.max_tiles, else the bundle's max_patches, else DEFAULT_MAX_TILES
+        self.max_tiles = DEFAULT_MAX_TILES if options.max_tiles is None else int(options.max_tiles)
 
     @classmethod
     def from_options(cls, options: Any, context: Any) -> InternViTEncoder:
         from transformers import InternVLVisionConfig, InternVLVisionModel
 
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-        bundle = context.checkpoint
+        bundle, max_tiles = context.checkpoint, options.max_tiles
         if bundle is not None:
             vdir = bundle.resolve("mm_vision_tower")
             arch = _arch_from_reference(vdir)
@@ -69,6 +79,8 @@ class InternViTEncoder(VisionTower):
                 proc = read_json(proc_file)
                 mean = tuple(proc.get("image_mean", mean))
                 std = tuple(proc.get("image_std", std))
+                if max_tiles is None and proc.get("max_patches") is not None:
+                    max_tiles = _bundle_max_tiles(proc["max_patches"], proc_file)
         else:
             a = options.arch
             arch = {"hidden_size": a.hidden_size, "num_hidden_layers": a.num_hidden_layers,
@@ -101,7 +113,12 @@ class InternViTEncoder(VisionTower):
             model = InternVLVisionModel(config)
         model.to(device=context.device, dtype=dtype).eval()
         quantize(model, options.quantization, device=context.device, dtype=context.dtype, what="vision")
-        return cls(model, options, image_size, patch_size, mean, std)
+        encoder = cls(model, options, image_size, patch_size, mean, std)
+        encoder.max_tiles = DEFAULT_MAX_TILES if max_tiles is None else int(max_tiles)
+        if encoder.max_tiles < options.min_tiles:
+            raise ConfigError(f"vision.min_tiles={options.min_tiles} is above the {encoder.max_tiles} tile(s) this "
+                              "tower allows; lower vision.min_tiles or set vision.max_tiles")
+        return encoder
 
     # -- preprocessing -------------------------------------------------------------------------------
     def _tiling_processor(self):
@@ -109,7 +126,7 @@ class InternViTEncoder(VisionTower):
             from transformers import GotOcr2ImageProcessorPil
 
             self._tiler = GotOcr2ImageProcessorPil(
-                crop_to_patches=True, min_patches=self.options.min_tiles, max_patches=self.options.max_tiles,
+                crop_to_patches=True, min_patches=self.options.min_tiles, max_patches=self.max_tiles,
                 size={"height": self.image_size, "width": self.image_size},
                 image_mean=list(self.mean), image_std=list(self.std), do_convert_rgb=True,
             )

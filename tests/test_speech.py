@@ -1,0 +1,123 @@
+"""Spoken questions made with espeak-ng (real engine, no mocks): shape of the audio, determinism, the voice grid,
+the disk cache, the error when espeak-ng is missing, and the WAV writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from debian import ensure_package
+from vita_framework.errors import ConfigError
+from vita_training import speech, synthetic
+from vita_training.speech import HELDOUT_VOICE, SAMPLE_RATE, TRAIN_VOICES, SpeechBank, Voice
+
+needs_espeak = pytest.mark.usefixtures("espeak")
+QUESTION = "Where is the red circle?"
+
+
+@pytest.fixture(scope="session")
+def espeak():
+    """Debian's espeak-ng, installed when missing (training speech is made with it)."""
+    return ensure_package(Path("/usr/bin/espeak-ng"), "espeak-ng", "speech synthesis")
+
+
+@pytest.fixture
+def no_espeak(tmp_path, monkeypatch):
+    """A PATH holding no programs at all, so espeak-ng cannot be found."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    return empty
+
+
+def test_voice_grid_and_heldout_voice():
+    keys = [v.key for v in TRAIN_VOICES]
+    assert len(TRAIN_VOICES) >= 30
+    assert len(set(keys)) == len(keys)
+    assert all(not v.name.startswith("mb") for v in TRAIN_VOICES)
+    assert HELDOUT_VOICE.base not in {v.base for v in TRAIN_VOICES}
+    assert HELDOUT_VOICE.variant not in {v.variant for v in TRAIN_VOICES}
+    assert HELDOUT_VOICE.variant and HELDOUT_VOICE.key == "en-029+f4/150/55"
+    assert Voice("en-gb+f2", 160, 50).key == "en-gb+f2/160/50"
+    # pure function of the index, spread over many voices
+    assert [speech.train_voice(i) for i in range(50)] == [speech.train_voice(i) for i in range(50)]
+    assert len({speech.train_voice(i) for i in range(200)}) > len(TRAIN_VOICES) // 2
+
+
+@needs_espeak
+def test_synthesize_question():
+    audio = speech.synthesize(QUESTION, TRAIN_VOICES[0])
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 0.5 * SAMPLE_RATE <= audio.size <= 4 * SAMPLE_RATE
+    assert 0.05 < np.abs(audio).max() <= 1.0
+    # silence trimmed to the ~50 ms margin: sound starts within 100 ms of either end
+    loud = np.flatnonzero(np.abs(audio) >= 0.005)
+    assert loud[0] <= 0.1 * SAMPLE_RATE and audio.size - 1 - loud[-1] <= 0.1 * SAMPLE_RATE
+
+
+@needs_espeak
+def test_deterministic_and_voices_differ():
+    voice = TRAIN_VOICES[3]
+    a, b = speech.synthesize(QUESTION, voice), speech.synthesize(QUESTION, voice)
+    assert np.array_equal(a, b)
+    other = speech.synthesize(QUESTION, HELDOUT_VOICE)
+    assert other.shape != a.shape or not np.array_equal(a, other)
+
+
+@needs_espeak
+def test_every_voice_speaks():
+    """Each voice spec of the grid exists in the installed espeak-ng (a typo would only fail at training)."""
+    for voice in (*TRAIN_VOICES, HELDOUT_VOICE):
+        assert speech.synthesize("red", voice).size > 0, voice.key
+
+
+@needs_espeak
+def test_speech_bank_caches_on_disk(tmp_path, monkeypatch):
+    texts = [synthetic.COUNT, synthetic.DESCRIBE]
+    voices = list(TRAIN_VOICES[:2])
+    logs: list[str] = []
+    bank = SpeechBank(tmp_path / "cache")
+    assert bank.prepare(texts, voices, log=logs.append) == 4
+    assert logs and bank.prepare(texts, voices) == 0
+    first = bank.waveform(synthetic.COUNT, voices[1])
+    assert np.array_equal(first, speech.synthesize(synthetic.COUNT, voices[1]))
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".npy"] * 4  # no temporary files left
+
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    again = SpeechBank(tmp_path / "cache")
+    for text in texts:
+        for voice in voices:
+            assert np.array_equal(again.waveform(text, voice), bank.waveform(text, voice))
+    with pytest.raises(ConfigError):  # not cached, so it needs espeak-ng
+        again.waveform(QUESTION, voices[0])
+
+
+def test_missing_espeak_error(no_espeak):
+    with pytest.raises(ConfigError, match=r"apt-get install espeak-ng") as info:
+        speech.espeak_binary()
+    assert "espeak-ng is not installed" in str(info.value)
+    with pytest.raises(ConfigError, match="espeak-ng"):
+        speech.synthesize(QUESTION, HELDOUT_VOICE)
+
+
+@needs_espeak
+def test_unknown_voice_error():
+    with pytest.raises(ConfigError, match=r"xx-nope\+m1/160/50"):
+        speech.synthesize(QUESTION, Voice("xx-nope+m1", 160, 50))
+
+
+def test_write_wav_round_trip(tmp_path):
+    from vita_framework.media.audio import load_audio
+
+    t = np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
+    wave = (0.8 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    wave[:3] = [1.0, -1.0, 0.0]
+    path = tmp_path / "q.wav"
+    speech.write_wav(path, wave)
+    back = load_audio(path).numpy()
+    assert back.shape == wave.shape
+    assert np.abs(back - wave).max() <= 1 / 32768

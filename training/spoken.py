@@ -1,0 +1,223 @@
+"""Spoken questions: the whale audio encoder learns to make a spoken question mean what the typed one means.
+
+Why this way: the typed model already answers questions about a scene, so the speech stage asks the same
+questions aloud (``espeak-ng``, :mod:`vita_training.speech`) and trains on the same answer tokens. A row is
+spoken or typed at random (``speech.spoken_share``), so while the LLM adapts to audio tokens it keeps answering
+typed questions. A spoken row is laid out exactly as generation lays out ``prompt="" images=[...]
+audios=[question.wav]`` (the image, ``\\n``, then the audio's tokens), its tokens counted by the encoder's own
+``planned_tokens``; training runs the encoder's differentiable forward, generation the same forward without
+gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import torch
+
+from vita_framework.prompt import PromptTokens, layout_user_text, system_prompt_key
+from vita_training import speech, synthetic
+
+from .loop import Batch, Trainer
+
+#: utterances whose fbank frames estimate the CMVN statistics of a fresh encoder
+CMVN_UTTERANCES = 400
+
+
+class SpokenTrainer(Trainer):
+    """A :class:`Trainer` whose batches ask a share of their questions aloud (``spoken_share``, 0: none)."""
+
+    def __init__(self, pipeline: Any, bank: speech.SpeechBank, **learn: bool) -> None:
+        super().__init__(pipeline, **learn)
+        self.audio = pipeline.audio
+        self.audio_modality = pipeline.modalities.get("audio")
+        self.modules["audio"] = self.audio
+        self.audio.requires_grad_(False)
+        self.bank = bank
+        self.spoken_share = 0.0
+        self._spoken_prompts: dict[int, list[int]] = {}
+
+    def spoken_prompt_ids(self, audio_tokens: int) -> list[int]:
+        """The generation prompt for one single-tile image and one spoken question of ``audio_tokens`` tokens."""
+        if audio_tokens not in self._spoken_prompts:
+            table, image, audio = self.pipe.modalities, self.modality, self.audio_modality
+            user, _ = layout_user_text("", {image.name: [1], audio.name: [1]}, table)
+            text = self.pipe.template.render(user, system_prompt_key([image, audio]), self.tokenizer)
+            prompt = PromptTokens(self.tokenizer, text, table.stream_markers())
+            rows = self.pipe.fusion.reduced_tokens(image.stream, [self.projector.tokens_out(self.tokens_per_tile)],
+                                                   [0])
+            counts = {image.stream: rows, audio.stream: [audio_tokens]}
+            self._spoken_prompts[audio_tokens] = prompt.ids(counts, self.placeholder_ids)
+        return self._spoken_prompts[audio_tokens]
+
+    def check_spoken_prompt(self, example: synthetic.Example) -> None:
+        """Raise unless a spoken row's ids equal what ``pipeline.prepare`` gives for the same image and clip."""
+        from vita_framework.request import Request
+
+        clip = self.bank.waveform(example.question, self.voice(example, 0))
+        request = Request("", images=[example.image(self.image_size)], audios=[(clip, speech.SAMPLE_RATE)])
+        prepared = self.pipe.prepare(request).input_ids
+        tokens = self.audio.planned_tokens(self.audio.preprocess([torch.from_numpy(clip)], speech.SAMPLE_RATE))[0]
+        if prepared != self.spoken_prompt_ids(tokens):
+            raise RuntimeError(f"training lays out a spoken question unlike generation: "
+                               f"{self.spoken_prompt_ids(tokens)} vs {prepared}")
+
+    def voice(self, example: synthetic.Example, row: int) -> speech.Voice:
+        """Held-out questions in the held-out voice; training questions in a training voice by scene and row."""
+        if example.split == "heldout":
+            return speech.HELDOUT_VOICE
+        return speech.train_voice(example.index * 64 + row)
+
+    def is_spoken(self, example: synthetic.Example, row: int) -> bool:
+        if self.spoken_share <= 0:
+            return False
+        return random.Random(f"spoken/{example.split}/{example.index}/{row}/{example.question}").random() \
+            < self.spoken_share
+
+    def batch(self, examples: list[list[synthetic.Example]]) -> Batch:
+        """As :meth:`Trainer.batch`, with the spoken rows' prompts laid out around their audio tokens."""
+        plain = super().batch(examples)
+        if self.spoken_share <= 0:
+            return plain
+        flags = [(ex, self.is_spoken(ex, j)) for group in examples for j, ex in enumerate(group)]
+        clips = [self.bank.waveform(ex.question, self.voice(ex, j))
+                 for group in examples for j, ex in enumerate(group) if self.is_spoken(ex, j)]
+        if not clips:
+            return plain
+        audio = self.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
+        tokens = iter(self.audio.planned_tokens(audio))
+        rows = []
+        for ex, spoken in flags:
+            prompt = self.spoken_prompt_ids(next(tokens)) if spoken else self.prompt_ids(ex.question)
+            rows.append((prompt, self.answer_ids(ex.answer)))
+        width = max(len(p) + len(a) for p, a in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        targets = torch.zeros((len(rows), width), dtype=torch.bool)
+        for r, (prompt, answer) in enumerate(rows):
+            ids[r, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+            targets[r, len(prompt): len(prompt) + len(answer)] = True
+        return Batch(plain.pixel_values, ids, targets, plain.image_of_row, plain.scenes, audio)
+
+    def audio_features(self, batch: Batch) -> list[torch.Tensor]:
+        """Each spoken row's audio tokens, through the encoder's forward (with gradients when it is trained)."""
+        features, lengths = batch.audio.features, batch.audio.lengths
+        param = next(self.audio.parameters())
+        with torch.set_grad_enabled("audio" in self.trained and torch.is_grad_enabled()):
+            out = self.audio._forward(features.to(param.device, param.dtype), lengths.to(param.device))
+        return [row[:n] for row, n in zip(out, self.audio.planned_tokens(batch.audio))]
+
+
+def cmvn_stats(trainer: SpokenTrainer, utterances: int = CMVN_UTTERANCES) -> tuple[int, list[float], list[float]]:
+    """(frames, per-bin sums, per-bin sums of squares) of the fbank features of ``utterances`` training
+    questions in training voices: the global CMVN a fresh whale encoder normalises its input with."""
+    texts = sorted({q for i in range(200) for q, _, _ in synthetic.questions_for(synthetic.example("train", i).scene)})
+    clips = [trainer.bank.waveform(texts[i % len(texts)], speech.train_voice(i)) for i in range(utterances)]
+    batch = trainer.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
+    valid = torch.arange(batch.features.shape[1]).unsqueeze(0) < batch.lengths.unsqueeze(1)
+    frames = batch.features[valid].double()
+    return int(frames.shape[0]), frames.sum(0).tolist(), (frames * frames).sum(0).tolist()
+
+
+def set_cmvn(encoder: Any, stats: tuple[int, list[float], list[float]]) -> None:
+    """Put ``stats`` into the encoder's CMVN buffers with the loader's formula for the JSON file (mean =
+    sum / n, variance = sum of squares / n - mean^2 floored at 1e-20, istd = 1 / sqrt(variance))."""
+    count, sums, squares = stats
+    mean = [s / count for s in sums]
+    istd = [1.0 / math.sqrt(max(q / count - m * m, 1e-20)) for q, m in zip(squares, mean)]
+    cmvn = encoder.encoder.global_cmvn
+    cmvn.mean.copy_(torch.tensor(mean, dtype=cmvn.mean.dtype))
+    cmvn.istd.copy_(torch.tensor(istd, dtype=cmvn.istd.dtype))
+
+
+def spoken_requests(pipeline: Any, examples: list[synthetic.Example], bank: speech.SpeechBank) -> list[Any]:
+    """Each held-out question asked aloud in the held-out voice, about its image, as generation takes it."""
+    from vita_framework.request import Request
+
+    return [Request("", images=[e.image()], audios=[(bank.waveform(e.question, speech.HELDOUT_VOICE),
+                                                     speech.SAMPLE_RATE)]) for e in examples]
+
+
+def write_questions(sample: synthetic.Example, bank: speech.SpeechBank, directory: Any) -> list[dict[str, str]]:
+    """The sample scene's questions spoken in the held-out voice, as 16 kHz WAV files with ``questions.json``
+    (file, question, answer, kind, voice): shipped beside the sample image so tests and the README can ask the
+    bundle aloud without a speech engine."""
+    import json
+    from pathlib import Path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    scene = sample.scene
+    first = min(scene.shapes, key=lambda s: synthetic.SHAPES.index(s.kind))
+    asked = [(q, a, k) for q, a, k in synthetic.questions_for(scene)
+             if k in ("describe", "count") or q.endswith((f" {first.colour}?", f" {first.kind}?"))]
+    entries = []
+    for question, answer, kind in asked:
+        name = f"{kind}.wav"
+        speech.write_wav(directory / name, bank.waveform(question, speech.HELDOUT_VOICE))
+        entries.append({"file": name, "question": question, "answer": answer, "kind": kind,
+                        "voice": speech.HELDOUT_VOICE.key})
+    (directory / "questions.json").write_text(json.dumps(entries, indent=2) + "\n")
+    return entries
+
+
+def question_texts() -> list[str]:
+    """Every distinct question of the synthetic data (the speech warm-up's classes), in a fixed order."""
+    texts = [synthetic.DESCRIBE, synthetic.COUNT]
+    texts += [f"What shape is {c}?" for c in sorted(synthetic.COLOURS)]
+    texts += [f"What colour is the {s}?" for s in synthetic.SHAPES]
+    texts += [f"Where is the {c} {s}?" for c in sorted(synthetic.COLOURS) for s in synthetic.SHAPES]
+    return texts
+
+
+def warm_up_speech(trainer: SpokenTrainer, *, steps: int, clips_per_step: int, lr: float, weight_decay: float = 0.01,
+                   grad_clip: float = 1.0, log_every: int = 50, log: Any = print) -> list[dict[str, float]]:
+    """Train the audio encoder to tell which question a clip asks (a linear head on its mean audio token).
+
+    Why: as region labels do for the tower, a direct label per clip teaches the encoder to hear the words
+    that matter (the colour, the shape, the kind of question) far faster than answer tokens reaching it through
+    the LLM; the head is thrown away and the speech stage then trains on answers."""
+    from torch import nn
+
+    from .progress import progress
+
+    if steps <= 0:
+        return []
+    texts = question_texts()
+    param = next(trainer.audio.parameters())
+    head = nn.Linear(trainer.audio.hidden_size, len(texts)).to(param.device, param.dtype)
+    trainer.learn(["audio"])
+    params = [p for p in trainer.audio.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    trainer.set_mode(True)
+    history: list[dict[str, float]] = []
+    running_loss, hits, seen = 0.0, 0, 0
+    for step in progress(range(steps), desc="speech warm-up"):
+        for group in optimizer.param_groups:  # cosine decay to 5 % over the stage
+            group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        rng = random.Random(f"speech-warmup/{step}")
+        labels = [rng.randrange(len(texts)) for _ in range(clips_per_step)]
+        clips = [trainer.bank.waveform(texts[k], speech.train_voice(step * clips_per_step + i))
+                 for i, k in enumerate(labels)]
+        batch = trainer.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
+        tokens = trainer.audio_features(Batch(None, None, None, [], None, batch))
+        logits = head(torch.stack([t.mean(0) for t in tokens]))
+        target = torch.tensor(labels, device=logits.device)
+        loss = nn.functional.cross_entropy(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        running_loss += loss.item()
+        hits += int((logits.argmax(-1) == target).sum())
+        seen += len(labels)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            n = (step % log_every) + 1
+            record = {"stage": "speech_warmup", "step": step + 1, "loss": running_loss / n,
+                      "question_acc": hits / max(1, seen)}
+            history.append(record)
+            log("speech warm-up step {step:>5}  loss {loss:.4f}  question acc {question_acc:.3f}".format(**record))
+            running_loss, hits, seen = 0.0, 0, 0
+    trainer.set_mode(False)
+    return history
