@@ -52,3 +52,11 @@ def run_env(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONUNBUFFERED="1")
     env.pop("VITA_DEBUG", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def espeak():
+    """Debian's espeak-ng (training speech is made with it), installed with apt-get when missing."""
+    from debian import ensure_package
+
+    return ensure_package(Path("/usr/bin/espeak-ng"), "espeak-ng", "speech synthesis")

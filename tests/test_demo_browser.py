@@ -37,7 +37,7 @@ WATCH = """() => {
 def test_the_page_answers_the_sample_image_as_the_cli_does(chromium, tmp_path):  # noqa: F811
     with demo_app(tmp_path / "demo") as app:
         expected = cli_answer(tmp_path / "cli", *BASE)  # sample image, default question (while the app starts)
-        assert expected == "a purple circle, a red square and a green triangle"
+        assert expected == "a purple circle, a green square and a blue triangle"
         url = app.wait_ready()
         with browser_page(chromium) as page:
             _ask_in_the_page(page, url, expected)
@@ -114,4 +114,4 @@ def _readme_client_example_works(url: str) -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "square", done.stdout
+    assert done.stdout.strip() == "green", done.stdout

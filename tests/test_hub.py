@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from hubserver import HubServer, vita_repo
 
+from vita_framework.weights import default_bundle_path, read_bundle_info
+
 REPO = "vita-test/tiny-vita"
 RUN = ["+vision=internvit", "+audio=none", "device=cpu", "generation.max_new_tokens=12"]
-ANSWER = "a purple circle, a red square and a green triangle"
+ANSWER = read_bundle_info(default_bundle_path())["sample"]["answer"]  # the embedded bundle's, for its sample
+LLM_PARAMS = read_bundle_info(default_bundle_path())["parameters"]["llm"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def test_plan_fetches_configs_the_run_fetches_what_it_needs_and_offline_runs_fro
         hub.add(REPO, repo_dir, refs=("main",))
         tagged = hub.add(REPO, _edited(repo_dir, tmp_path), refs=("v0.1",))
         result = online([*RUN, f"checkpoint={REPO}@v0.1"], hub_env(tmp_path, hub))
-        assert result["text"] == ANSWER and result["plan"]["components"]["llm"]["params"] == 454528
+        assert result["text"] == ANSWER and result["plan"]["components"]["llm"]["params"] == LLM_PARAMS
         planned, built = split_log(hub)
         assert not [p for p in planned if p.endswith(".safetensors")]  # the plan: config files only
         got = {p.rsplit("/", 1)[-1] for p in built if "/resolve/" in p}

@@ -43,7 +43,8 @@ def test_llama_from_a_local_checkpoint_dir_with_the_bundle_vision(tmp_path):
 
 @pytest.mark.parametrize("arch,width", [("Llama", 96), ("Qwen2", 48)])
 def test_random_llm_of_another_width_gets_a_matching_projector(arch, width):
-    pipe = _build("checkpoint=null", "llm=hf_causal_lm", f"llm.arch={arch}", f"llm.config.hidden_size={width}")
+    pipe = _build("checkpoint=null", "llm=hf_causal_lm", f"llm.arch={arch}", f"llm.config.hidden_size={width}",
+                  "vision.max_tiles=1")  # no bundle to say so: the (non-square) sample as one tile
     assert pipe.llm.hidden_size == width
     assert pipe.projector[0].in_features == pipe.vision.hidden_size and pipe.projector[-1].out_features == width
     result = pipe.generate("Describe this image.", images=[SAMPLE_IMAGE], max_new_tokens=3)

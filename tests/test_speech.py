@@ -3,24 +3,15 @@ the disk cache, the error when espeak-ng is missing, and the WAV writer."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from debian import ensure_package
 from vita_framework.errors import ConfigError
 from vita_training import speech, synthetic
 from vita_training.speech import HELDOUT_VOICE, SAMPLE_RATE, TRAIN_VOICES, SpeechBank, Voice
 
 needs_espeak = pytest.mark.usefixtures("espeak")
 QUESTION = "Where is the red circle?"
-
-
-@pytest.fixture(scope="session")
-def espeak():
-    """Debian's espeak-ng, installed when missing (training speech is made with it)."""
-    return ensure_package(Path("/usr/bin/espeak-ng"), "espeak-ng", "speech synthesis")
 
 
 @pytest.fixture

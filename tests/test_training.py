@@ -151,27 +151,49 @@ def test_region_batch_labels_every_image_token(trainer):
     pixels, labels, scenes = region_batch(trainer, 0, 2)
     assert len(scenes) == 2 and region_batch(trainer, 5, 1, pool=4)[2][0] == synthetic.example("train", 1).scene
     assert pixels.shape[0] == 2 and labels.shape == (2, trainer.tokens_per_tile, 3)
-    on_shape = labels[..., 0] > 0
-    assert on_shape.any() and (on_shape == (labels[..., 1] > 0)).all() and (on_shape == (labels[..., 2] > 0)).all()
+    on_shape = labels[..., 1] > 0
+    assert on_shape.any() and (on_shape == (labels[..., 2] > 0)).all()
+    kinds = labels[..., 0][on_shape]  # a kind, or UNSEEN inside a shape (no edge in view)
+    assert ((kinds > 0) | (kinds == synthetic.UNSEEN)).all() and (labels[..., 0][~on_shape] == 0).all()
 
 
-def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env):
+def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espeak):
+    """The shipped recipe's stages, each for two steps: tower warm-up, answers, speech warm-up, spoken questions;
+    the bundle loads back with its whale encoder, and every stage shows a progress bar and logs its steps."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "vita_framework.train", "vision_warmup.steps=2", "vision_warmup.images_per_step=2",
-           "steps=2", "images_per_step=2", "questions_per_image=2", "heldout=4", "log_every=1", "eval_every=0",
-           "arch.vision_layers=1", "arch.llm_layers=1", f"hydra.run.dir={out}"]
+           "steps=2", "images_per_step=2", "questions_per_image=2", "speech.steps=2", "speech.images_per_step=2",
+           "speech.questions_per_image=2", "speech.warmup.steps=2", "speech.warmup.clips=4", "heldout=4",
+           "log_every=1", "eval_every=0", "arch.vision_layers=1", "arch.llm_layers=1", "speech.arch.num_blocks=1",
+           f"hydra.run.dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=run_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "vision step     2" in proc.stdout and "\nstep     2  shapes<=" in proc.stdout
+    for line in ("vision step     2", "\nstep     2  shapes<=", "speech warm-up step     2", "speech step     2"):
+        assert line in proc.stderr and line.strip() in (out / "vita_train.log").read_text()  # logged, both places
+    for bar in ("vision warm-up: 100%", "answers: 100%", "speech warm-up: 100%", "speech: 100%",
+                "scoring 4 held-out: 100%", "scoring 4 spoken held-out: 100%"):
+        assert bar in proc.stderr, bar
     info = json.loads((out / "bundle" / "bundle_info.json").read_text())
     assert info["weights"] == "trained" and info["data"] == synthetic.DATA_VERSION and info["seed"] == 0
     assert info["train_config"]["steps"] == 2 and info["heldout_questions"] == 4
-    assert [h["stage"] for h in json.loads((out / "history.json").read_text())] == ["vision"] * 2 + ["answers"] * 2
+    assert info["spoken_voice"] == "en-029+f4/150/55" and "spoken_accuracy" in info
+    stages = [h["stage"] for h in json.loads((out / "history.json").read_text())]
+    assert stages == ["vision"] * 2 + ["answers"] * 2 + ["speech_warmup"] * 2 + ["speech"] * 2
     assert not (out / "bundle.init").exists()
-    pipe = vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={out / 'bundle'}"])
+    config = json.loads((out / "bundle" / "config.json").read_text())
+    assert config["mm_audio_encoder"] == "audio-encoder-tiny"
+    assert (out / "bundle" / "InternViT-tiny" / "preprocessor_config.json").read_text().count('"max_patches": 1')
+    pipe = vita_framework.build(["+vision=internvit", "+audio=whale", f"checkpoint={out / 'bundle'}"])
     assert pipe.vision.image_size == 224 and pipe.llm.model.config.num_hidden_layers == 1
-    result = pipe.generate(synthetic.DESCRIBE, images=[synthetic.example("heldout", 0).image()], max_new_tokens=3)
+    assert len(pipe.audio.encoder.enc[1].encoders) == 1 and pipe.audio.encoder.global_cmvn.istd.min() > 0
+    example = synthetic.example("heldout", 0)
+    result = pipe.generate(synthetic.DESCRIBE, images=[example.image()], max_new_tokens=3)
     assert len(result.rows[0].generated_ids) <= 3
+    from vita_training.speech import HELDOUT_VOICE, SAMPLE_RATE, SpeechBank
+
+    clip = SpeechBank(tmp_path / "speech").waveform(example.question, HELDOUT_VOICE)
+    spoken = pipe.generate("", images=[example.image()], audios=[(clip, SAMPLE_RATE)], max_new_tokens=3)
+    assert spoken.rows[0].tokens_in["audio"] > 5
 
 
 def test_random_bundle_script_writes_the_shipped_layout(tmp_path, run_env):
@@ -184,12 +206,17 @@ def test_random_bundle_script_writes_the_shipped_layout(tmp_path, run_env):
                            "--out", str(out)], capture_output=True, text=True, timeout=300, env=run_env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shipped = default_bundle_path()
-    for name in ("tokenizer.json", "config.json", "generation_config.json", "InternViT-tiny/config.json",
+    for name in ("tokenizer.json", "generation_config.json", "InternViT-tiny/config.json",
                  "InternViT-tiny/preprocessor_config.json"):
         assert (out / name).read_text() == (shipped / name).read_text(), name
+    # the trainer adds the whale encoder (its directory, its tensors) to this starting point
+    config = json.loads((shipped / "config.json").read_text())
+    assert config.pop("mm_audio_encoder") == "audio-encoder-tiny"
+    assert json.loads((out / "config.json").read_text()) == config
 
     def shapes(bundle):
-        return {key: tuple(t.shape) for key, t in load_file(str(bundle / "model.safetensors")).items()}
+        return {key: tuple(t.shape) for key, t in load_file(str(bundle / "model.safetensors")).items()
+                if not key.startswith("model.audio_encoder.")}
 
     assert shapes(out) == shapes(shipped)
     assert "model.vision_tower.vision_tower.encoder.layers.0.attn.qkv.weight" in shapes(out)

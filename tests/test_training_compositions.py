@@ -83,7 +83,7 @@ def test_a_swapped_encoder_with_a_plugin_projector_trains_and_loads_back(tmp_pat
     assert result["fresh"] == ["projector", "vision"] and result["trained"] == ["llm", "projector"]
     assert result["parameters"]["projector"] > 0 and result["train_s"] > 0
     info = json.loads((out / "bundle" / "bundle_info.json").read_text())
-    assert info["run_overrides"] == ["+audio=none", *components] and info["init"] == "default"
+    assert info["run_overrides"] == [*components, "+audio=whale"] and info["init"] == "default"
     assert [h["stage"] for h in json.loads((out / "history.json").read_text())] == ["align"] * 2 + ["answers"] * 2
     with safe_open(str(out / "bundle" / "model.safetensors"), "pt") as handle:
         keys = list(handle.keys())
@@ -198,6 +198,6 @@ def test_speech_training_without_a_speech_engine_names_the_missing_data(tmp_path
         capture_output=True, text=True, timeout=300, env={**run_env, "PATH": str(empty)}, cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "speech.steps=600: spoken-question training needs speech data: espeak-ng is not installed" in proc.stderr
+    assert "spoken-question training needs speech data: espeak-ng is not installed" in proc.stderr
     assert "apt-get install espeak-ng" in proc.stderr and "drop +audio=whale" not in proc.stderr
     assert "audio=none" in proc.stderr and "Traceback" not in proc.stderr and not (out / "bundle").exists()

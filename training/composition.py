@@ -71,6 +71,10 @@ def run_config(cfg: Any, checkpoint: Any, *, device: str = "cpu", seed: int = 0)
             node = cfg.get(group)
             if node is not None:
                 run[group] = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+        arch = (cfg.get("speech") or {}).get("arch")  # a fresh whale encoder's size (the shipped recipe's)
+        audio = run.get("audio")
+        if arch is not None and audio is not None and audio.get("component") == "whale":
+            audio.arch = OmegaConf.merge(audio.arch, arch)
     validate_run_config(run)
     return run
 
