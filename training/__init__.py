@@ -119,8 +119,8 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
     check_warmup(trainer, int(cfg.vision_warmup.steps))
     sizes = report.parameters(trainer)
     log.info(f"composition: {' '.join(plan.load_overrides)}; init={plan.init}; fresh: {sorted(plan.untrained) or '-'}; "
-          f"parameters: {sizes}; {trainer.image_rows} image tokens per tile in the LLM; "
-          f"prompt prefix shared over the batch: {trainer.prefix_len} tokens")
+             f"parameters: {sizes}; {trainer.image_rows} image tokens per tile in the LLM; "
+             f"prompt prefix shared over the batch: {trainer.prefix_len} tokens")
 
     replay_initial_rng(trainer, seed)
     t0 = time.perf_counter()
