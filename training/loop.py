@@ -114,19 +114,22 @@ class Trainer:
         vision_batch = self.vision.preprocess([group[0].image(self.image_size) for group in examples])
         if any(n != 1 for n in vision_batch.tiles_per_item):
             raise ValueError(f"training images must be one tile each; got {vision_batch.tiles_per_item}")
-        rows, image_of_row = [], []
-        for i, group in enumerate(examples):
-            for ex in group:
-                prompt = self.prompt_ids(ex.question)
-                rows.append((prompt, self.answer_ids(ex.answer)))
-                image_of_row.append(i)
+        prompts, audio = self.prompts(examples)
+        answers = [self.answer_ids(ex.answer) for group in examples for ex in group]
+        rows, image_of_row = list(zip(prompts, answers)), [i for i, group in enumerate(examples) for _ in group]
         width = max(len(p) + len(a) for p, a in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         targets = torch.zeros((len(rows), width), dtype=torch.bool)
         for r, (prompt, answer) in enumerate(rows):
             ids[r, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
             targets[r, len(prompt): len(prompt) + len(answer)] = True
-        return Batch(vision_batch.pixel_values, ids, targets, image_of_row, [group[0].scene for group in examples])
+        return Batch(vision_batch.pixel_values, ids, targets, image_of_row, [group[0].scene for group in examples],
+                     audio)
+
+    def prompts(self, examples: list[list[synthetic.Example]]) -> tuple[list[list[int]], Any]:
+        """Each row's prompt ids, rows in order (grouped by image), and the spoken rows' audio batch (none here:
+        :class:`vita_training.spoken.SpokenTrainer` asks some questions aloud)."""
+        return [self.prompt_ids(ex.question) for group in examples for ex in group], None
 
     # -- forward ------------------------------------------------------------------------------------
     def embeds(self, batch: Batch) -> torch.Tensor:

@@ -76,29 +76,17 @@ class SpokenTrainer(Trainer):
         return random.Random(f"spoken/{example.split}/{example.index}/{row}/{example.question}").random() \
             < self.spoken_share
 
-    def batch(self, examples: list[list[synthetic.Example]]) -> Batch:
-        """As :meth:`Trainer.batch`, with the spoken rows' prompts laid out around their audio tokens."""
-        plain = super().batch(examples)
-        if self.spoken_share <= 0:
-            return plain
-        flags = [(ex, self.is_spoken(ex, j)) for group in examples for j, ex in enumerate(group)]
-        clips = [self.bank.waveform(ex.question, self.voice(ex, j))
-                 for group in examples for j, ex in enumerate(group) if self.is_spoken(ex, j)]
-        if not clips:
-            return plain
+    def prompts(self, examples: list[list[synthetic.Example]]) -> tuple[list[list[int]], Any]:
+        """As :meth:`Trainer.prompts`, with the spoken rows laid out around their audio tokens."""
+        rows = [(ex, j) for group in examples for j, ex in enumerate(group)]
+        spoken = [self.is_spoken(ex, j) for ex, j in rows]
+        if not any(spoken):
+            return super().prompts(examples)
+        clips = [self.bank.waveform(ex.question, self.voice(ex, j)) for (ex, j), aloud in zip(rows, spoken) if aloud]
         audio = self.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
         tokens = iter(self.audio.planned_tokens(audio))
-        rows = []
-        for ex, spoken in flags:
-            prompt = self.spoken_prompt_ids(next(tokens)) if spoken else self.prompt_ids(ex.question)
-            rows.append((prompt, self.answer_ids(ex.answer)))
-        width = max(len(p) + len(a) for p, a in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        targets = torch.zeros((len(rows), width), dtype=torch.bool)
-        for r, (prompt, answer) in enumerate(rows):
-            ids[r, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
-            targets[r, len(prompt): len(prompt) + len(answer)] = True
-        return Batch(plain.pixel_values, ids, targets, plain.image_of_row, plain.scenes, audio)
+        return [self.spoken_prompt_ids(next(tokens)) if aloud else self.prompt_ids(ex.question)
+                for (ex, _), aloud in zip(rows, spoken)], audio
 
     def audio_features(self, batch: Batch) -> list[torch.Tensor]:
         """Each spoken row's audio tokens, through the encoder's forward (with gradients when it is trained)."""
