@@ -112,3 +112,30 @@ def test_write_wav_round_trip(tmp_path):
     back = load_audio(path).numpy()
     assert back.shape == wave.shape
     assert np.abs(back - wave).max() <= 1 / 32768
+
+
+def test_perturbation_varies_a_clip_reproducibly():
+    """speech.augment: the same key gives the same clip; speed resamples (0.8 x as fast: 1.25 x as long), gain
+    scales, and the noise sits at the asked signal-to-noise ratio."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    clip = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    slow = speech.Perturbation(speed=(0.8, 0.8))
+    assert abs(len(slow.apply(clip, "a")) - 1.25 * len(clip)) <= 2
+    louder = speech.Perturbation(gain_db=(6.0, 6.0)).apply(clip, "a")
+    assert np.allclose(louder, clip * 10 ** (6 / 20), atol=1e-6)
+    noisy = speech.Perturbation(snr_db=(20.0, 20.0)).apply(clip, "a")
+    snr = 10 * np.log10(np.mean(clip.astype(np.float64) ** 2) / np.mean((noisy - clip).astype(np.float64) ** 2))
+    assert abs(snr - 20.0) < 0.3
+    every = speech.Perturbation(speed=(0.85, 1.15), gain_db=(-6.0, 6.0), snr_db=(15.0, 40.0))
+    assert np.array_equal(every.apply(clip, "row/1"), every.apply(clip, "row/1"))
+    assert not np.array_equal(every.apply(clip, "row/1"), every.apply(clip, "row/2"))
+    assert every.apply(clip, "row/1").dtype == np.float32 and np.abs(every.apply(clip * 3, "x")).max() <= 1.0
+
+
+def test_perturbation_config_is_read_and_checked():
+    assert speech.perturbation(None) is None and speech.perturbation({"speed": None}) is None
+    assert speech.perturbation({"speed": [0.9, 1.1], "snr_db": None}) == speech.Perturbation(speed=(0.9, 1.1))
+    with pytest.raises(ConfigError, match=r"speech\.augment\.gain_db must be \[low, high\] with low <= high; "):
+        speech.perturbation({"gain_db": [6, -6]})
+    with pytest.raises(ConfigError, match=r"low > 0"):
+        speech.perturbation({"speed": [0, 1]})

@@ -178,7 +178,8 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espe
     assert info["train_config"]["steps"] == 2 and info["heldout_questions"] == 4
     assert info["spoken_voice"] == "en-029+f4/150/55" and "spoken_accuracy" in info
     stages = [h["stage"] for h in json.loads((out / "history.json").read_text())]
-    assert stages == ["vision"] * 2 + ["answers"] * 2 + ["speech_warmup"] * 2 + ["speech"] * 2
+    assert stages == ["vision"] * 2 + ["answers"] * 2 + ["speech_warmup"] * 3 + ["speech"] * 2  # 3rd: held-out voice
+    assert "speech warm-up: the held-out voice (en-029+f4/150/55) asks " in proc.stderr
     assert not (out / "bundle.init").exists()
     config = json.loads((out / "bundle" / "config.json").read_text())
     assert config["mm_audio_encoder"] == "audio-encoder-tiny"

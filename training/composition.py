@@ -188,13 +188,19 @@ def speech_problems(cfg: Any, audio: str) -> list[str]:
                 "audio=whale, or audio=none for typed questions only"]
     if audio == "none" or steps <= 0:
         return []
-    from .speech import espeak_binary
+    from .speech import espeak_binary, perturbation
 
+    problems = []
+    try:
+        perturbation((cfg.get("speech") or {}).get("augment"))
+    except (ConfigError, TypeError, ValueError) as exc:
+        problems.append(str(exc) if isinstance(exc, ConfigError) else
+                        f"speech.augment: each of speed, gain_db, snr_db is [low, high] or null ({exc})")
     try:
         espeak_binary()
     except ConfigError as exc:
-        return [f"speech.steps={steps}: {exc}"]
-    return []
+        problems.append(f"speech.steps={steps}: {exc}")
+    return problems
 
 
 def check_warmup(trainer: Any, steps: int) -> None:

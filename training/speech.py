@@ -148,6 +148,53 @@ def write_wav(path: str | os.PathLike[str], waveform: np.ndarray, rate: int = SA
         wav.writeframes(pcm.tobytes())
 
 
+@dataclass(frozen=True)
+class Perturbation:
+    """Ranges a training clip is varied over: ``speed`` (a resampling factor: faster and higher together, as a
+    tape played fast), ``gain_db`` and ``snr_db`` (white noise that far below the clip's power). Why: 56
+    voices x 31 questions is a small set of distinct clips, which the encoder learns by heart; varying each one
+    every time it is drawn makes it hear words rather than recordings. ``None`` leaves a quantity alone."""
+
+    speed: tuple[float, float] | None = None
+    gain_db: tuple[float, float] | None = None
+    snr_db: tuple[float, float] | None = None
+
+    def apply(self, audio: np.ndarray, key: str) -> np.ndarray:
+        """``audio`` varied by draws seeded with ``key`` (the same key, the same clip)."""
+        import soxr
+
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+        out = np.asarray(audio, dtype=np.float32)
+        if self.speed is not None:
+            factor = rng.uniform(*self.speed)
+            out = soxr.resample(out, SAMPLE_RATE * factor, SAMPLE_RATE, quality="HQ").astype(np.float32)
+        if self.gain_db is not None:
+            out = out * np.float32(10 ** (rng.uniform(*self.gain_db) / 20))
+        if self.snr_db is not None:
+            power = float(np.mean(out.astype(np.float64) ** 2)) or 1e-10
+            sigma = np.sqrt(power / 10 ** (rng.uniform(*self.snr_db) / 10))
+            out = out + rng.normal(0.0, sigma, out.shape).astype(np.float32)
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def perturbation(cfg: object | None) -> Perturbation | None:
+    """The ``speech.augment`` config block (``speed``, ``gain_db``, ``snr_db``: ``[low, high]`` or null) as a
+    :class:`Perturbation`; ``None`` when absent or every range is null."""
+    if not cfg:
+        return None
+    ranges = {}
+    for name in ("speed", "gain_db", "snr_db"):
+        value = cfg.get(name)  # type: ignore[attr-defined]
+        if value is None:
+            continue
+        low, high = (float(v) for v in value)
+        if not low <= high or (name == "speed" and low <= 0):
+            raise ConfigError(f"speech.augment.{name} must be [low, high] with low <= high"
+                              f"{' and low > 0' if name == 'speed' else ''}; got {list(value)}")
+        ranges[name] = (low, high)
+    return Perturbation(**ranges) if ranges else None
+
+
 class SpeechBank:
     """Synthesized questions, kept in memory and as ``.npy`` files under ``cache_dir``.
 

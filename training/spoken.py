@@ -37,6 +37,7 @@ class SpokenTrainer(Trainer):
         self.audio.requires_grad_(False)
         self.bank = bank
         self.spoken_share = 0.0
+        self.perturb: speech.Perturbation | None = None  # varies training clips (speech.augment)
         self._spoken_prompts: dict[int, list[int]] = {}
 
     def spoken_prompt_ids(self, audio_tokens: int) -> list[int]:
@@ -70,6 +71,14 @@ class SpokenTrainer(Trainer):
             return speech.HELDOUT_VOICE
         return speech.train_voice(example.index * 64 + row)
 
+    def clip(self, example: synthetic.Example, row: int) -> Any:
+        """The waveform a row asks its question with: held-out rows as spoken, training rows varied by
+        ``perturb`` (keyed by scene and row, so a run stays a pure function of its config)."""
+        audio = self.bank.waveform(example.question, self.voice(example, row))
+        if self.perturb is None or example.split == "heldout":
+            return audio
+        return self.perturb.apply(audio, f"row/{example.index}/{row}/{example.question}")
+
     def is_spoken(self, example: synthetic.Example, row: int) -> bool:
         if self.spoken_share <= 0:
             return False
@@ -82,7 +91,7 @@ class SpokenTrainer(Trainer):
         spoken = [self.is_spoken(ex, j) for ex, j in rows]
         if not any(spoken):
             return super().prompts(examples)
-        clips = [self.bank.waveform(ex.question, self.voice(ex, j)) for (ex, j), aloud in zip(rows, spoken) if aloud]
+        clips = [self.clip(ex, j) for (ex, j), aloud in zip(rows, spoken) if aloud]
         audio = self.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
         tokens = iter(self.audio.planned_tokens(audio))
         return [self.spoken_prompt_ids(next(tokens)) if aloud else self.prompt_ids(ex.question)
@@ -188,6 +197,8 @@ def warm_up_speech(trainer: SpokenTrainer, *, steps: int, clips_per_step: int, l
         labels = [rng.randrange(len(texts)) for _ in range(clips_per_step)]
         clips = [trainer.bank.waveform(texts[k], speech.train_voice(step * clips_per_step + i))
                  for i, k in enumerate(labels)]
+        if trainer.perturb is not None:
+            clips = [trainer.perturb.apply(c, f"warmup/{step}/{i}") for i, c in enumerate(clips)]
         batch = trainer.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
         tokens = trainer.audio_features(Batch(None, None, None, [], None, batch))
         logits = head(torch.stack([t.mean(0) for t in tokens]))
@@ -208,4 +219,20 @@ def warm_up_speech(trainer: SpokenTrainer, *, steps: int, clips_per_step: int, l
             log("speech warm-up step {step:>5}  loss {loss:.4f}  question acc {question_acc:.3f}".format(**record))
             running_loss, hits, seen = 0.0, 0, 0
     trainer.set_mode(False)
+    heard = heldout_voice_hits(trainer, head, texts)
+    history.append({"stage": "speech_warmup", "step": steps, "heldout_voice_question_acc": heard / len(texts)})
+    trained = history[-2]["question_acc"]
+    log(f"speech warm-up: the held-out voice ({speech.HELDOUT_VOICE.key}) asks {heard}/{len(texts)} questions "
+        f"the head tells apart ({heard / len(texts):.3f}; training voices, last steps: {trained:.3f})")
     return history
+
+
+def heldout_voice_hits(trainer: SpokenTrainer, head: Any, texts: list[str]) -> int:
+    """How many of ``texts``, spoken by the held-out voice, the warm-up head names right: the gap to the
+    training voices' rate says how much of what the encoder learnt is the voices rather than the words."""
+    clips = [trainer.bank.waveform(t, speech.HELDOUT_VOICE) for t in texts]
+    batch = trainer.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
+    with torch.no_grad():
+        tokens = trainer.audio_features(Batch(None, None, None, [], None, batch))
+        logits = head(torch.stack([t.mean(0) for t in tokens]))
+    return int((logits.argmax(-1) == torch.arange(len(texts), device=logits.device)).sum())
