@@ -109,7 +109,7 @@ class SpokenTrainer(Trainer):
 def cmvn_stats(trainer: SpokenTrainer, utterances: int = CMVN_UTTERANCES) -> tuple[int, list[float], list[float]]:
     """(frames, per-bin sums, per-bin sums of squares) of the fbank features of ``utterances`` training
     questions in training voices: the global CMVN a fresh whale encoder normalises its input with."""
-    texts = question_texts()
+    texts = sorted({q for i in range(200) for q, _, _ in synthetic.questions_for(synthetic.example("train", i).scene)})
     clips = [trainer.bank.waveform(texts[i % len(texts)], speech.train_voice(i)) for i in range(utterances)]
     batch = trainer.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
     valid = torch.arange(batch.features.shape[1]).unsqueeze(0) < batch.lengths.unsqueeze(1)
