@@ -150,9 +150,9 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
         plan_run(compose_training("speech.steps=0"), [])
     with pytest.raises(ConfigError, match=r"speech\.augment\.speed must be \[low, high\] with low <= high and "
                                           r"low > 0; got \[1\.2, 0\.8\]"):
-        plan_run(compose_training("speech.augment.speed=[1.2,0.8]"), [])
+        plan_run(compose_training("speech.augment={speed:[1.2,0.8]}"), [])
     with pytest.raises(ConfigError, match=r"speech\.augment: each of speed, gain_db, snr_db is \[low, high\] or null"):
-        plan_run(compose_training("speech.augment.snr_db=loud"), [])
+        plan_run(compose_training("speech.augment={snr_db:loud}"), [])
     # what can be trained: the quick preset on a swapped tower (fresh tower and projector), the shipped recipe
     plan = plan_run(compose_training("+vision=timm", "train=quick"), ["+vision=timm", "train=quick", "seed=1"])
     assert plan.replaced == ["vision", "projector"] and sorted(plan.untrained) == ["projector", "vision"]

@@ -63,7 +63,9 @@ class Voice:
         return self.name.split("+", 1)[1] if "+" in self.name else ""
 
 
-# English accents of espeak-ng's gmw set (never mb/...: mbrola voices need an extra binary and data)
+# English accents of espeak-ng's gmw set (never mb/...: mbrola voices need an extra binary and data). espeak-ng
+# 1.51 drops the variant of ``en-gb+<variant>`` (``en+<variant>`` keeps it), so the 8 en-gb voices differ only
+# in speed and pitch: the grid holds 49 distinct speakers. Kept as is: the shipped bundle was trained on it.
 _BASES = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-us-nyc", "en-gb-x-gbcwmd")
 _VARIANTS = ("m1", "m2", "m3", "m5", "f1", "f2", "f3", "f5")
 _SPEEDS = (130, 160, 190)
