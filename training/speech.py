@@ -154,8 +154,9 @@ def write_wav(path: str | os.PathLike[str], waveform: np.ndarray, rate: int = SA
 class Perturbation:
     """Ranges a training clip is varied over: ``speed`` (a resampling factor: faster and higher together, as a
     tape played fast), ``gain_db`` and ``snr_db`` (white noise that far below the clip's power). Why: 56
-    voices x 31 questions is a small set of distinct clips, which the encoder learns by heart; varying each one
-    every time it is drawn makes it hear words rather than recordings. ``None`` leaves a quantity alone."""
+    voices x 31 questions is a small set of distinct clips, which the encoder can learn by heart; varying each
+    one every time it is drawn asks it to hear words rather than recordings. Measured so far, more voices did
+    that better (README), so the shipped recipe leaves it off. ``None`` leaves a quantity alone."""
 
     speed: tuple[float, float] | None = None
     gain_db: tuple[float, float] | None = None
