@@ -50,7 +50,7 @@ def questions(clip):
         "image": ("", [SAMPLE]),
         "audio": ("", [AUDIO]),
         "video": ("What happens?", [clip]),
-        "text": ("What colour is the square?", []),
+        "text": ("What colour is the circle?", []),
     }
 
 
@@ -174,7 +174,7 @@ def test_a_busy_tab_gets_a_note_and_goes_on(app, questions, cli_answers):
     assert any("still answering" in t for t in texts(chat))  # the note stays in the chat
     client.predict(api_name="/clear")
     chat, _, _ = ask(client, *questions["text"]).result(timeout=60)
-    assert texts(chat) == ["What colour is the square?", cli_answers["text"]]
+    assert texts(chat) == ["What colour is the circle?", cli_answers["text"]]
 
 
 @pytest.mark.slow

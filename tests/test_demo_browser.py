@@ -114,4 +114,4 @@ def _readme_client_example_works(url: str) -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "green", done.stdout
+    assert done.stdout.strip() == "purple", done.stdout

@@ -43,10 +43,10 @@ def _sample_url():
 
 def test_openai_client_sync_async_and_streaming(server, pipe):
     url, _ = server
-    expected = pipe.generate("What colour is the square?", images=[str(SAMPLE_IMAGE)]).text
+    expected = pipe.generate("What colour is the circle?", images=[str(SAMPLE_IMAGE)]).text
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list()] == ["vita-default"]
-    messages = image_question(_sample_url(), "What colour is the square?")
+    messages = image_question(_sample_url(), "What colour is the circle?")
     done = client.chat.completions.create(model="vita-default", messages=messages, max_tokens=16)
     assert done.choices[0].message.content == expected
     assert done.choices[0].finish_reason == "stop"
@@ -87,9 +87,9 @@ def test_sixteen_concurrent_mixed_requests_equal_their_sequential_answers(server
         elif kind == 2:
             requests.append((image_question(sample, "Describe this image."), {"max_tokens": 4 + i % 8}))
         else:
-            follow_up = [{"role": "assistant", "content": "green"},
+            follow_up = [{"role": "assistant", "content": "purple"},
                          {"role": "user", "content": [{"type": "text", "text": "What colour is the circle?"}]}]
-            requests.append(([*image_question(sample, "What colour is the square?"), *follow_up], {"temperature": 0}))
+            requests.append(([*image_question(sample, "What colour is the circle?"), *follow_up], {"temperature": 0}))
     sequential = []
     for messages, params in requests:
         status, body = chat(url, messages, **params)
@@ -114,8 +114,8 @@ def test_single_turn_image_then_text_is_the_cli_prompt(pipe):
         return ChatRequest([ChatMessage("user", list(parts))], modalities=pipe.modalities,
                            tokenizer=pipe.llm.tokenizer)
 
-    cli = pipe.prepare(Request("What colour is the square?", images=[str(SAMPLE_IMAGE)]))
-    served = pipe.prepare(chat_request(MediaPart("image", str(SAMPLE_IMAGE)), TextPart("What colour is the square?")))
+    cli = pipe.prepare(Request("What colour is the circle?", images=[str(SAMPLE_IMAGE)]))
+    served = pipe.prepare(chat_request(MediaPart("image", str(SAMPLE_IMAGE)), TextPart("What colour is the circle?")))
     assert served.input_ids == cli.input_ids and served.tokens == cli.tokens
     assert pipe.prepare(chat_request(TextPart("Tell me a story."))).input_ids == \
         pipe.prepare(Request("Tell me a story.")).input_ids

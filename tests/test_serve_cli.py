@@ -47,15 +47,15 @@ def served(tmp_path_factory):
 
 def test_the_server_answers_as_the_cli_does(served, run_env, tmp_path):
     cli = subprocess.run([sys.executable, "-m", "vita_framework", "+vision=internvit", "+audio=none",
-                          f"images=[{SAMPLE}]", "prompt=What colour is the square?", "stream=false",
+                          f"images=[{SAMPLE}]", "prompt=What colour is the circle?", "stream=false",
                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, env=run_env, capture_output=True, text=True,
                          timeout=300)
     assert cli.returncode == 0, cli.stderr
     from PIL import Image
     from serve_helpers import image_question, png_url
 
-    status, body = chat(served, image_question(png_url(Image.open(SAMPLE)), "What colour is the square?"))
-    assert status == 200 and answer(body) == cli.stdout.strip() == "green"
+    status, body = chat(served, image_question(png_url(Image.open(SAMPLE)), "What colour is the circle?"))
+    assert status == 200 and answer(body) == cli.stdout.strip() == "purple"
 
 
 def _readme_block(language: str, needle: str) -> str:
@@ -68,12 +68,12 @@ def test_readme_curl_and_openai_examples_work_as_written(served):
     port = served.rsplit(":", 1)[1]
     curl = _readme_block("bash", "curl ").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     done = subprocess.run(["bash", "-c", curl], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and '"content":"green"' in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0 and '"content":"purple"' in done.stdout, done.stdout + done.stderr
     code = _readme_block("python", "OpenAI(").replace("127.0.0.1:8000", f"127.0.0.1:{port}")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("green {'image': 49"), done.stdout
+    assert done.stdout.startswith("purple {'image': 49"), done.stdout
 
 
 def test_a_misspelt_serve_option_is_refused_before_loading(run_env, tmp_path):

@@ -128,8 +128,8 @@ def test_api_key(pipe):
 
 def test_local_files_when_allowed(pipe):
     with serving(pipe, allow_local_files=True) as (url, _):
-        status, body = chat(url, image_question(f"file://{SAMPLE_IMAGE}", "What colour is the square?"))
-        assert status == 200 and answer(body) == pipe.generate("What colour is the square?", images=[SAMPLE_IMAGE]).text
+        status, body = chat(url, image_question(f"file://{SAMPLE_IMAGE}", "What colour is the circle?"))
+        assert status == 200 and answer(body) == pipe.generate("What colour is the circle?", images=[SAMPLE_IMAGE]).text
 
 
 def test_full_queue_is_429_with_retry_after(pipe, monkeypatch):
@@ -202,7 +202,7 @@ def test_disconnect_cancels_within_a_step_and_the_batch_mate_goes_on(monkeypatch
         cancel: threading.Event = dataclasses.field(default_factory=RecordingEvent)
 
     monkeypatch.setattr(app_module, "Job", RecordingJob)
-    alone = pipe.generate("What colour is the square?", images=[SAMPLE_IMAGE], max_new_tokens=24).text
+    alone = pipe.generate("What colour is the circle?", images=[SAMPLE_IMAGE], max_new_tokens=24).text
     gate, holding, real = threading.Event(), threading.Event(), pipe.prepare
 
     def held(request):  # the first request holds the engine until the stream and its batch-mate are queued
@@ -219,7 +219,7 @@ def test_disconnect_cancels_within_a_step_and_the_batch_mate_goes_on(monkeypatch
             assert holding.wait(30)
             mate = []
             mate_thread = threading.Thread(target=lambda: mate.append(chat(url, image_question(
-                _image(), "What colour is the square?"), max_tokens=24)))
+                _image(), "What colour is the circle?"), max_tokens=24)))
             parsed = urlparse(url)
             conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
             conn.request("POST", "/v1/chat/completions", body=json.dumps({

@@ -185,7 +185,7 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espe
     assert config["mm_audio_encoder"] == "audio-encoder-tiny"
     assert (out / "bundle" / "InternViT-tiny" / "preprocessor_config.json").read_text().count('"max_patches": 1')
     pipe = vita_framework.build(["+vision=internvit", "+audio=whale", f"checkpoint={out / 'bundle'}"])
-    assert pipe.vision.image_size == 224 and pipe.llm.model.config.num_hidden_layers == 1
+    assert pipe.vision.image_size == 112 and pipe.llm.model.config.num_hidden_layers == 1
     assert len(pipe.audio.encoder.enc[1].encoders) == 1 and pipe.audio.encoder.global_cmvn.istd.min() > 0
     example = synthetic.example("heldout", 0)
     result = pipe.generate(synthetic.DESCRIBE, images=[example.image()], max_new_tokens=3)
