@@ -61,6 +61,20 @@ def test_region_labels_mark_the_cells_under_each_shape():
             assert abs((col + 0.5) / 7 - shape.centre[0]) < 0.1 and abs((row + 0.5) / 7 - shape.centre[1]) < 0.1
 
 
+def test_interior_kind_labels_every_cell_a_shape_covers_with_its_kind():
+    # a big filled shape alone: many cells lie wholly inside it, where no edge is in view
+    scene = next(s for s in (synthetic.example("train", i).scene for i in range(400))
+                 if len(s.shapes) == 1 and s.shapes[0].diameter > 0.6)
+    kind = synthetic.SHAPES.index(scene.shapes[0].kind) + 1
+    edges_only, every = scene.region_labels(7), scene.region_labels(7, interior_kind=True)
+    inside = [k for k, label in enumerate(edges_only) if label[0] == synthetic.UNSEEN]
+    assert len(inside) >= 4
+    assert all(every[k][0] == kind for k in inside)
+    # colour and position labels, and every cell off the interior, are the same either way
+    assert all(a[1:] == b[1:] for a, b in zip(edges_only, every))
+    assert all(edges_only[k] == every[k] for k in range(49) if k not in inside)
+
+
 def test_scenes_vary_as_user_drawings_do_and_answers_stay_unambiguous():
     scenes = [synthetic.example("train", i).scene for i in range(400)]
     shapes = [s for scene in scenes for s in scene.shapes]

@@ -188,9 +188,14 @@ def speech_problems(cfg: Any, audio: str) -> list[str]:
                 "audio=whale, or audio=none for typed questions only"]
     if audio == "none" or steps <= 0:
         return []
+    from .specmask import feature_masks
     from .speech import espeak_binary, perturbation
 
     problems = []
+    try:
+        feature_masks((cfg.get("speech") or {}).get("specaugment"))
+    except ConfigError as exc:
+        problems.append(str(exc))
     try:
         perturbation((cfg.get("speech") or {}).get("augment"))
     except (ConfigError, TypeError, ValueError) as exc:

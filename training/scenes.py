@@ -107,13 +107,16 @@ class Scene:
             image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
         return image
 
-    def region_labels(self, grid: int, size: int = IMAGE_SIZE,
-                      min_cover: float = 0.1) -> list[tuple[int, int, int]]:
+    def region_labels(self, grid: int, size: int = IMAGE_SIZE, min_cover: float = 0.1,
+                      interior_kind: bool = False) -> list[tuple[int, int, int]]:
         """Per cell of a ``grid`` x ``grid`` split of the image as one tile sees it (the canvas resized to a
         square; row-major, top row first), the ``(kind, colour, position)`` of the shape covering most of the
         cell, as indices into ``SHAPES``, ``sorted(COLOURS)`` and ``sorted(POSITIONS)`` plus one, or
         ``(0, 0, 0)`` when no shape covers ``min_cover`` of it. A cell inside a shape (``INTERIOR`` of it
-        covered) shows no edge, so its kind is ``UNSEEN`` (-100: no loss) rather than a label it cannot read.
+        covered) shows no edge, so its kind is ``UNSEEN`` (-100: no loss) rather than a label it cannot read --
+        unless ``interior_kind``: then every covered cell carries its shape's kind, which the tower must gather
+        from the shape's edges (attention spans the tile), so that the LLM can find a shape's tokens by kind as
+        it finds them by colour.
 
         Dense labels for warming up a vision tower before it learns from answers alone (``vita_framework.train``).
         """
@@ -136,7 +139,8 @@ class Scene:
                 best = int(counts[1:].argmax()) + 1 if len(counts) > 1 else 0
                 if best and counts[best] >= min_cover * cell.size:
                     shape = self.shapes[best - 1]
-                    inside = counts[best] >= INTERIOR * cell.size  # no edge in view: the kind cannot be seen
+                    # no edge in view: the kind cannot be seen (unless the tower is to gather it from the edges)
+                    inside = not interior_kind and counts[best] >= INTERIOR * cell.size
                     labels.append((UNSEEN if inside else SHAPES.index(shape.kind) + 1,
                                    colours.index(shape.colour) + 1, places.index(shape.position) + 1))
                 else:

@@ -11,6 +11,7 @@ gradients.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from typing import Any
@@ -21,6 +22,7 @@ from vita_framework.prompt import PromptTokens, layout_user_text, system_prompt_
 from vita_training import speech, synthetic
 
 from .loop import Batch, Trainer
+from .specmask import FeatureMasks
 
 #: utterances whose fbank frames estimate the CMVN statistics of a fresh encoder
 CMVN_UTTERANCES = 400
@@ -38,6 +40,7 @@ class SpokenTrainer(Trainer):
         self.bank = bank
         self.spoken_share = 0.0
         self.perturb: speech.Perturbation | None = None  # varies training clips (speech.augment)
+        self.masks: FeatureMasks | None = None  # masks training clips' features (speech.specaugment)
         self._spoken_prompts: dict[int, list[int]] = {}
 
     def spoken_prompt_ids(self, audio_tokens: int) -> list[int]:
@@ -93,9 +96,18 @@ class SpokenTrainer(Trainer):
             return super().prompts(examples)
         clips = [self.clip(ex, j) for (ex, j), aloud in zip(rows, spoken) if aloud]
         audio = self.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
+        audio = self.masked(audio, [None if ex.split == "heldout" else f"row/{ex.index}/{j}/{ex.question}"
+                                    for (ex, j), aloud in zip(rows, spoken) if aloud])
         tokens = iter(self.audio.planned_tokens(audio))
         return [self.spoken_prompt_ids(next(tokens)) if aloud else self.prompt_ids(ex.question)
                 for (ex, _), aloud in zip(rows, spoken)], audio
+
+    def masked(self, audio: Any, keys: list[str | None]) -> Any:
+        """``audio`` (the encoder's fbank batch) with ``masks`` applied to the clips whose key is not None."""
+        if self.masks is None:
+            return audio
+        fill = self.audio.encoder.global_cmvn.mean  # zero once the encoder normalises its input
+        return dataclasses.replace(audio, features=self.masks.apply(audio.features, audio.lengths, fill, keys))
 
     def audio_features(self, batch: Batch) -> list[torch.Tensor]:
         """Each spoken row's audio tokens, through the encoder's forward (with gradients when it is trained)."""
@@ -200,6 +212,7 @@ def warm_up_speech(trainer: SpokenTrainer, *, steps: int, clips_per_step: int, l
         if trainer.perturb is not None:
             clips = [trainer.perturb.apply(c, f"warmup/{step}/{i}") for i, c in enumerate(clips)]
         batch = trainer.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
+        batch = trainer.masked(batch, [f"warmup/{step}/{i}" for i in range(len(clips))])
         tokens = trainer.audio_features(Batch(None, None, None, [], None, batch))
         logits = head(torch.stack([t.mean(0) for t in tokens]))
         target = torch.tensor(labels, device=logits.device)

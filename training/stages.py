@@ -62,6 +62,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
         log_every=int(cfg.log_every),
         log=_log,
         scene_pool=pool,
+        interior_kind=bool(warmup.get("interior_kind", False)),
     )
     seconds["warmup_s"] = time.perf_counter() - t0
 
@@ -98,11 +99,13 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
         seconds["answers_s"] = time.perf_counter() - t0
     spoken = cfg.get("speech")
     if spoken is not None and int(spoken.steps) > 0 and "audio" in trainer.modules:
+        from .specmask import feature_masks
         from .speech import perturbation
         from .spoken import warm_up_speech
 
         t0 = time.perf_counter()
         trainer.perturb = perturbation(spoken.get("augment"))
+        trainer.masks = feature_masks(spoken.get("specaugment"))
         history += warm_up_speech(trainer, steps=int(spoken.warmup.steps), clips_per_step=int(spoken.warmup.clips),
                                   lr=float(spoken.warmup.lr), weight_decay=float(cfg.weight_decay),
                                   grad_clip=float(cfg.grad_clip), log_every=int(cfg.log_every), log=_log)
@@ -121,6 +124,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
         )
         trainer.spoken_share = 0.0
         trainer.perturb = None
+        trainer.masks = None
         trainer.learn(learned)
         seconds["speech_s"] = time.perf_counter() - t0
     trainer.set_mode(False)

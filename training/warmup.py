@@ -66,7 +66,8 @@ def replay_initial_rng(trainer, seed: int) -> None:
     nn.Linear(width_out, width_out)
 
 
-def region_batch(trainer, first: int, count: int, pool: int = 0) -> tuple[torch.Tensor, torch.Tensor, list]:
+def region_batch(trainer, first: int, count: int, pool: int = 0,
+                 interior_kind: bool = False) -> tuple[torch.Tensor, torch.Tensor, list]:
     """Pixel values of scenes ``first .. first+count-1``, their labels ``[count, tokens, 3]`` and the scenes.
     With ``pool`` the scenes are the answer stages' pool (train scenes ``0 .. pool-1``, cycled), so a frozen
     tower's cached features serve every stage."""
@@ -76,15 +77,17 @@ def region_batch(trainer, first: int, count: int, pool: int = 0) -> tuple[torch.
     indices = [(first + i) % pool if pool else FIRST_SCENE + first + i for i in range(count)]
     scenes = [synthetic.scene_examples("train", index, 1)[0].scene for index in indices]
     pixels = trainer.vision.preprocess([s.render(trainer.image_size) for s in scenes]).pixel_values
-    labels = torch.tensor([s.region_labels(grid, trainer.image_size) for s in scenes], dtype=torch.long)
+    labels = torch.tensor([s.region_labels(grid, trainer.image_size, interior_kind=interior_kind) for s in scenes],
+                          dtype=torch.long)
     return pixels, labels, scenes
 
 
 def warm_up_vision(trainer, *, steps: int, images_per_step: int, lr: float, weight_decay: float = 0.01,
                    grad_clip: float = 1.0, log_every: int = 50, log: Callable[[str], None] = print,
-                   scene_pool: int = 0) -> list[dict[str, float]]:
+                   scene_pool: int = 0, interior_kind: bool = False) -> list[dict[str, float]]:
     """Train the tower and projector (when the trainer trains them) to label every image token's region
-    (``scene_pool``: cycle through the answer stages' pool of scenes, see :func:`region_batch`)."""
+    (``scene_pool``: cycle through the answer stages' pool of scenes, see :func:`region_batch`;
+    ``interior_kind``: tokens inside a shape learn its kind too, see ``Scene.region_labels``)."""
     modules = [trainer.modules[name] for name in ("vision", "projector") if name in trainer.trained]
     if steps <= 0 or not modules:
         return []
@@ -103,7 +106,8 @@ def warm_up_vision(trainer, *, steps: int, images_per_step: int, lr: float, weig
     for step in progress(range(steps), desc="vision warm-up"):
         for group in optimizer.param_groups:  # cosine decay to 5 % over the stage
             group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        pixels, labels, scenes = region_batch(trainer, step * images_per_step, images_per_step, scene_pool)
+        pixels, labels, scenes = region_batch(trainer, step * images_per_step, images_per_step, scene_pool,
+                                              interior_kind)
         labels = labels.to(param.device)
         if scene_pool and trainer.feature_cache is None:
             trainer.feature_cache = {}

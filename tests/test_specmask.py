@@ -1,0 +1,56 @@
+"""speech.specaugment: masked mel bands and frame stretches of training clips (vita_training.specmask)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vita_framework.errors import ConfigError
+from vita_training.specmask import FeatureMasks, feature_masks
+
+
+def _masked_cells(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    return (before != after).any(-1) if before.dim() == 3 else before != after
+
+
+def test_masks_hide_bands_and_stretches_with_the_fill_and_repeat_by_key():
+    torch.manual_seed(0)
+    features = torch.randn(3, 50, 80) + 5.0  # never equal to the fill below
+    lengths = torch.tensor([50, 30, 12])
+    fill = torch.full((80,), -1.0)
+    bands = FeatureMasks(freq_masks=2, freq_width=10)
+    out = bands.apply(features, lengths, fill, ["a", "b", None])
+    assert torch.equal(out[2], features[2])  # no key: left alone
+    assert torch.equal(features, features.clone()) and out is not features
+    for i in (0, 1):
+        hidden_bins = (out[i] == -1.0).all(0)  # a masked bin is hidden in every frame
+        assert 0 <= int(hidden_bins.sum()) <= 20
+        assert torch.equal(out[i][:, ~hidden_bins], features[i][:, ~hidden_bins])
+    assert torch.equal(out, bands.apply(features, lengths, fill, ["a", "b", None]))  # same keys, same masks
+    assert not torch.equal(out, bands.apply(features, lengths, fill, ["c", "d", None]))
+    stretches = FeatureMasks(time_masks=3, time_width=8)
+    out = stretches.apply(features, lengths, fill, ["a", "b", "c"])
+    for i, n in enumerate(lengths.tolist()):
+        hidden_frames = (out[i] == -1.0).all(1)
+        assert int(hidden_frames.sum()) <= 24
+        assert not hidden_frames[n:].any()  # padding beyond a clip's length is never touched
+        assert torch.equal(out[i][~hidden_frames], features[i][~hidden_frames])
+    assert any((stretches.apply(features, lengths, fill, [f"k{j}"] * 3)[0] == -1.0).all(1).any() for j in range(5))
+
+
+def test_masks_never_exceed_a_short_clip_or_few_bins():
+    features, fill = torch.ones(1, 5, 4), torch.zeros(4)
+    out = FeatureMasks(freq_masks=3, freq_width=40, time_masks=3, time_width=40).apply(
+        features, torch.tensor([5]), fill, ["x"])
+    assert out.shape == features.shape
+
+
+def test_config_is_read_and_checked():
+    assert feature_masks(None) is None and feature_masks({}) is None
+    assert feature_masks({"freq_masks": 2, "freq_width": 0}) is None  # masks nothing
+    masks = {"freq_masks": 2, "freq_width": 15, "time_masks": 1, "time_width": 20}
+    assert feature_masks(masks) == FeatureMasks(2, 15, 1, 20)
+    with pytest.raises(ConfigError, match=r"speech\.specaugment\.time_width must be a whole number >= 0; got -3"):
+        feature_masks({"time_masks": 1, "time_width": -3})
+    with pytest.raises(ConfigError, match=r"speech\.specaugment: unknown key\(s\) freq_mask; use freq_masks, "):
+        feature_masks({"freq_mask": 2})
