@@ -167,7 +167,8 @@ def test_fastv_pruning_equals_masking_the_pruned_keys_in_later_layers(scenes):
             ).attentions
     finally:
         model.config._attn_implementation = eager["_attn_implementation_internal"]
-    scores = attentions[0][:, :, -1, :].mean(1)  # layer K-1 = 0 for the 2-layer LLM (K = 1)
+    k = pipe.llm.prefill_pruning_layer(fused.pruning.layer)  # FastV's K for this LLM (2 for the 3-layer default)
+    scores = attentions[k - 1][:, :, -1, :].mean(1)  # ranked by layer K-1's last-token attention
     dropped = torch.zeros_like(image)
     for row in range(ids.shape[0]):
         candidates = image[row].nonzero().squeeze(1)
@@ -181,7 +182,7 @@ def test_fastv_pruning_equals_masking_the_pruned_keys_in_later_layers(scenes):
         hidden = fused.inputs_embeds
         rope = inner.rotary_emb(hidden, positions)
         for index, layer in enumerate(inner.layers):
-            keys = mask & ~dropped if index >= 1 else mask
+            keys = mask & ~dropped if index >= k else mask
             allowed = (keys.unsqueeze(1) & causal).unsqueeze(1)
             allowed = allowed | ~allowed.any(-1, keepdim=True)
             hidden = layer(hidden, attention_mask=allowed, position_embeddings=rope, position_ids=positions)
@@ -217,8 +218,8 @@ def test_fastv_with_an_attention_that_cannot_score_is_refused_before_encoding():
         r"llm\.attn_implementation=sdpa",
     ):
         vita_framework.build([*BASE, "fusion=fastv", "llm.attn_implementation=flex_attention"])
-    with pytest.raises(ConfigError, match=r"fusion\.layer=2 must be between 1 and 1"):
-        vita_framework.build([*BASE, "fusion=fastv", "fusion.layer=2"])
+    with pytest.raises(ConfigError, match=r"fusion\.layer=3 must be between 1 and 2 for this LLM \(3 layers"):
+        vita_framework.build([*BASE, "fusion=fastv", "fusion.layer=3"])
 
 
 def test_sweep_result_json_carries_the_reduced_visual_count(tmp_path, run_env):
