@@ -54,3 +54,28 @@ def test_config_is_read_and_checked():
         feature_masks({"time_masks": 1, "time_width": -3})
     with pytest.raises(ConfigError, match=r"speech\.specaugment: unknown key\(s\) freq_mask; use freq_masks, "):
         feature_masks({"freq_mask": 2})
+
+
+@pytest.mark.usefixtures("espeak")
+def test_the_trainer_masks_training_clips_and_never_heldout_ones(tmp_path):
+    """Through the real SpokenTrainer on the embedded default (whale encoder, espeak-ng speech): every spoken
+    training row's features are masked with the encoder's CMVN mean; a held-out row is exactly as spoken."""
+    import vita_framework
+    from vita_training import synthetic
+    from vita_training.speech import SpeechBank
+    from vita_training.spoken import SpokenTrainer
+
+    pipe = vita_framework.build(["+vision=internvit", "+audio=whale", "device=cpu"])
+    trainer = SpokenTrainer(pipe, SpeechBank(tmp_path / "speech"))
+    trainer.spoken_share = 1.0
+    groups = [synthetic.scene_examples("train", 3, 2), synthetic.scene_examples("heldout", 3, 1)]
+    _, plain = trainer.prompts(groups)
+    trainer.masks = FeatureMasks(freq_masks=2, freq_width=12, time_masks=2, time_width=15)
+    _, masked = trainer.prompts(groups)
+    assert torch.equal(masked.lengths, plain.lengths)
+    mean = trainer.audio.encoder.global_cmvn.mean
+    for row in (0, 1):  # training rows: some cells changed, and each changed cell now holds the CMVN mean
+        changed = masked.features[row] != plain.features[row]
+        assert changed.any()
+        assert torch.equal(masked.features[row][changed], mean.expand_as(plain.features[row])[changed])
+    assert torch.equal(masked.features[2], plain.features[2])  # the held-out row
