@@ -5,9 +5,10 @@
 writes ``<out>/<index>.png`` and ``<out>/qa.jsonl`` (one request a line: ``id`` (the held-out index),
 ``prompt``, ``images``, ``answer``), the format :func:`vita_framework.evaluation.read_dataset` reads. The questions
 are the first ``n`` of :mod:`vita_training.synthetic`'s ``heldout`` split, so two runs write the same set. ``--size``
-renders the scenes larger than the 224 pixels the bundle was trained on: with ``vision.max_tiles`` above 1 a
-448-pixel scene becomes 2 x 2 tiles plus a thumbnail (5 x 49 visual tokens instead of 49), the setting where
-visual tokens dominate the prompt (token-reduction studies, docs/token-reduction.md).
+renders the scenes at another size (the bundle's tower takes 112-pixel tiles; by default its preprocessor asks
+for one tile, the whole image resized): with ``vision.max_tiles`` above 1 a 224-pixel scene becomes 2 x 2 tiles
+plus a thumbnail (5 x 49 visual tokens instead of 49), the setting where visual tokens dominate the prompt
+(token-reduction studies, docs/token-reduction.md).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-IMAGE_SIZE = 224  # one InternViT tile of the trained bundle (the bundle asks for one tile per image)
+IMAGE_SIZE = 224  # scenes' default render size (held-out sets, the sample); training renders at the tower's tile
+                  # size (arch.image_size) and a bundle resizes any image to one tile
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35), "green": (35, 160, 55), "blue": (40, 75, 215), "yellow": (235, 200, 20),

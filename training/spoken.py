@@ -74,13 +74,20 @@ class SpokenTrainer(Trainer):
             return speech.HELDOUT_VOICE
         return speech.train_voice(example.index * 64 + row)
 
+    @staticmethod
+    def row_key(example: synthetic.Example, row: int) -> str | None:
+        """What seeds a training row's ``perturb`` and ``masks`` draws (scene, row and question, so a run stays a
+        pure function of its config); None for a held-out row, which is never varied."""
+        return None if example.split == "heldout" else f"row/{example.index}/{row}/{example.question}"
+
     def clip(self, example: synthetic.Example, row: int) -> Any:
         """The waveform a row asks its question with: held-out rows as spoken, training rows varied by
-        ``perturb`` (keyed by scene and row, so a run stays a pure function of its config)."""
+        ``perturb``."""
         audio = self.bank.waveform(example.question, self.voice(example, row))
-        if self.perturb is None or example.split == "heldout":
+        key = self.row_key(example, row)
+        if self.perturb is None or key is None:
             return audio
-        return self.perturb.apply(audio, f"row/{example.index}/{row}/{example.question}")
+        return self.perturb.apply(audio, key)
 
     def is_spoken(self, example: synthetic.Example, row: int) -> bool:
         if self.spoken_share <= 0:
@@ -96,8 +103,7 @@ class SpokenTrainer(Trainer):
             return super().prompts(examples)
         clips = [self.clip(ex, j) for (ex, j), aloud in zip(rows, spoken) if aloud]
         audio = self.audio.preprocess([torch.from_numpy(c) for c in clips], speech.SAMPLE_RATE)
-        audio = self.masked(audio, [None if ex.split == "heldout" else f"row/{ex.index}/{j}/{ex.question}"
-                                    for (ex, j), aloud in zip(rows, spoken) if aloud])
+        audio = self.masked(audio, [self.row_key(ex, j) for (ex, j), aloud in zip(rows, spoken) if aloud])
         tokens = iter(self.audio.planned_tokens(audio))
         return [self.spoken_prompt_ids(next(tokens)) if aloud else self.prompt_ids(ex.question)
                 for (ex, _), aloud in zip(rows, spoken)], audio
