@@ -42,6 +42,24 @@ def test_masks_never_exceed_a_short_clip_or_few_bins():
     assert out.shape == features.shape
 
 
+def test_warp_moves_the_spectrum_by_a_factor_drawn_from_the_key():
+    """A feature that is a ramp over the bins shows the factor: bin b reads b x factor (clamped at the top)."""
+    ramp = torch.arange(80, dtype=torch.float32).expand(2, 20, 80).clone()
+    lengths, fill = torch.tensor([20, 20]), torch.zeros(80)
+    warp = FeatureMasks(warp=(0.8, 1.25))
+    out = warp.apply(ramp, lengths, fill, ["a", None])
+    assert torch.equal(out[1], ramp[1])  # no key: left alone
+    factor = float(out[0, 0, 10]) / 10
+    assert 0.8 <= factor <= 1.25 and abs(factor - 1) > 1e-3
+    expected = torch.clamp(torch.arange(80) * factor, max=79)
+    assert torch.allclose(out[0], expected.expand(20, 80), atol=1e-4)  # every frame, every bin, linearly read
+    assert torch.equal(out, warp.apply(ramp, lengths, fill, ["a", None]))  # same key, same factor
+    others = {round(float(warp.apply(ramp, lengths, fill, [f"k{j}", None])[0, 0, 10]), 3) for j in range(8)}
+    assert len(others) == 8
+    identity = FeatureMasks(warp=(1.0, 1.0)).apply(ramp, lengths, fill, ["a", "b"])
+    assert torch.allclose(identity, ramp)
+
+
 def test_config_is_read_and_checked():
     assert feature_masks(None) is None and feature_masks({}) is None
     assert feature_masks({"freq_masks": 2, "freq_width": 0}) is None  # masks nothing
@@ -51,6 +69,10 @@ def test_config_is_read_and_checked():
         feature_masks({"time_masks": 1, "time_width": -3})
     with pytest.raises(ConfigError, match=r"speech\.specaugment: unknown key\(s\) freq_mask; use freq_masks, "):
         feature_masks({"freq_mask": 2})
+    assert feature_masks({"warp": [0.9, 1.1]}) == FeatureMasks(warp=(0.9, 1.1))  # warping alone is a change
+    for bad in ([1.1, 0.9], [0, 1.2], "fast", 1.1, [0.9, 1.0, 1.1]):
+        with pytest.raises(ConfigError, match=r"speech\.specaugment\.warp must be \[low, high\] with 0 < low <= high"):
+            feature_masks({"warp": bad})
 
 
 @pytest.mark.usefixtures("espeak")

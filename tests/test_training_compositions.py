@@ -155,6 +155,9 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
         plan_run(compose_training("speech.augment={snr_db:loud}"), [])
     with pytest.raises(ConfigError, match=r"speech\.specaugment\.freq_masks must be a whole number >= 0; got 'two'"):
         plan_run(compose_training("speech.specaugment={freq_masks:two,freq_width:10}"), [])
+    with pytest.raises(ConfigError, match=r"speech\.specaugment\.warp must be \[low, high\] with 0 < low <= high "
+                                          r"\(e\.g\. \[0\.88, 1\.12\]\) or null; got \[1\.2, 0\.9\]"):
+        plan_run(compose_training("speech.specaugment.warp=[1.2,0.9]"), [])
     # what can be trained: the quick preset on a swapped tower (fresh tower and projector), the shipped recipe
     plan = plan_run(compose_training("+vision=timm", "train=quick"), ["+vision=timm", "train=quick", "seed=1"])
     assert plan.replaced == ["vision", "projector"] and sorted(plan.untrained) == ["projector", "vision"]
