@@ -98,3 +98,7 @@ def test_the_trainer_masks_training_clips_and_never_heldout_ones(tmp_path):
         assert changed.any()
         assert torch.equal(masked.features[row][changed], mean.expand_as(plain.features[row])[changed])
     assert torch.equal(masked.features[2], plain.features[2])  # the held-out row
+    trainer.masks = FeatureMasks(warp=(0.85, 1.15))  # warped alone: training rows change, held-out never
+    _, warped = trainer.prompts(groups)
+    assert all(not torch.equal(warped.features[row], plain.features[row]) for row in (0, 1))
+    assert torch.equal(warped.features[2], plain.features[2])
