@@ -17,7 +17,8 @@ from typing import Any
 
 from vita_framework.errors import ConfigError
 
-_KEYS = ("freq_masks", "freq_width", "time_masks", "time_width", "warp")
+_COUNTS = ("freq_masks", "freq_width", "time_masks", "time_width")
+_KEYS = (*_COUNTS, "warp")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def feature_masks(cfg: Any) -> FeatureMasks | None:
             raise ConfigError(f"speech.specaugment.warp must be [low, high] with 0 < low <= high (e.g. [0.88, 1.12]) "
                               f"or null; got {warp!r}")
         values["warp"] = (low, high)
-    for name in _KEYS[:4]:
+    for name in _COUNTS:
         value = cfg.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"speech.specaugment.{name} must be a whole number >= 0; got {value!r}")
