@@ -158,6 +158,9 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
     with pytest.raises(ConfigError, match=r"speech\.specaugment\.warp must be \[low, high\] with 0 < low <= high "
                                           r"\(e\.g\. \[0\.88, 1\.12\]\) or null; got \[1\.2, 0\.9\]"):
         plan_run(compose_training("speech.specaugment.warp=[1.2,0.9]"), [])
+    for bad in ("-0.5", "much", "true"):
+        with pytest.raises(ConfigError, match=r"speech\.distill must be a number >= 0 \(0: off; e\.g\. 1\.0\); got "):
+            plan_run(compose_training(f"speech.distill={bad}"), [])
     # what can be trained: the quick preset on a swapped tower (fresh tower and projector), the shipped recipe
     plan = plan_run(compose_training("+vision=timm", "train=quick"), ["+vision=timm", "train=quick", "seed=1"])
     assert plan.replaced == ["vision", "projector"] and sorted(plan.untrained) == ["projector", "vision"]

@@ -201,6 +201,10 @@ def speech_problems(cfg: Any, audio: str) -> list[str]:
     except (ConfigError, TypeError, ValueError) as exc:
         problems.append(str(exc) if isinstance(exc, ConfigError) else
                         f"speech.augment: each of speed, gain_db, snr_db is [low, high] or null ({exc})")
+    distill = (cfg.get("speech") or {}).get("distill")
+    number = isinstance(distill, (int, float)) and not isinstance(distill, bool)
+    if distill is not None and not (number and 0 <= distill < float("inf")):
+        problems.append(f"speech.distill must be a number >= 0 (0: off; e.g. 1.0); got {distill!r}")
     try:
         espeak_binary()
     except ConfigError as exc:

@@ -38,6 +38,8 @@ class Batch:
     image_of_row: list[int]     # which image each row asks about
     scenes: list[Any] | None = None  # the scene of each image (the key of the frozen-tower feature cache)
     audio: Any = None           # the spoken rows' fbank batch, in row order (vita_training.spoken)
+    teacher: Any = None         # the same rows all typed, with which spoken rows are distilled (speech.distill)
+    spoken: Any = None          # with ``teacher``: per row, whether it is asked aloud
 
 
 class Trainer:
@@ -115,16 +117,23 @@ class Trainer:
         if any(n != 1 for n in vision_batch.tiles_per_item):
             raise ValueError(f"training images must be one tile each; got {vision_batch.tiles_per_item}")
         prompts, audio = self.prompts(examples)
+        ids, targets = self.layout(prompts, examples)
+        image_of_row = [i for i, group in enumerate(examples) for _ in group]
+        return Batch(vision_batch.pixel_values, ids, targets, image_of_row, [group[0].scene for group in examples],
+                     audio)
+
+    def layout(self, prompts: list[list[int]], examples: list[list[synthetic.Example]]) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+        """Each row's prompt then its answer, right-padded: (ids, which positions hold answer tokens)."""
         answers = [self.answer_ids(ex.answer) for group in examples for ex in group]
-        rows, image_of_row = list(zip(prompts, answers)), [i for i, group in enumerate(examples) for _ in group]
+        rows = list(zip(prompts, answers))
         width = max(len(p) + len(a) for p, a in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         targets = torch.zeros((len(rows), width), dtype=torch.bool)
         for r, (prompt, answer) in enumerate(rows):
             ids[r, : len(prompt) + len(answer)] = torch.tensor(prompt + answer)
             targets[r, len(prompt): len(prompt) + len(answer)] = True
-        return Batch(vision_batch.pixel_values, ids, targets, image_of_row, [group[0].scene for group in examples],
-                     audio)
+        return ids, targets
 
     def prompts(self, examples: list[list[synthetic.Example]]) -> tuple[list[list[int]], Any]:
         """Each row's prompt ids, rows in order (grouped by image), and the spoken rows' audio batch (none here:
@@ -161,8 +170,9 @@ class Trainer:
             return torch.stack([cache[scene] for scene in scenes])
 
     def hidden(self, embeds: torch.Tensor, image_of_row: list[int] | None = None,
-               shared_prefix: bool = True) -> tuple[torch.Tensor, int]:
-        """Last hidden states from position ``offset`` on; returns (states, offset).
+               shared_prefix: bool = True, all_layers: bool = False) -> tuple[Any, int]:
+        """Last hidden states from position ``offset`` on (``all_layers``: every layer's, last one last);
+        returns (states, offset).
 
         With ``shared_prefix`` the forward runs in three causal segments, each computed once and its
         key/value cache repeated: the system prompt (the same in every row), each image's tokens (the same in
@@ -171,8 +181,11 @@ class Trainer:
         padding out of every real position); far cheaper when several questions share one image.
         """
         base = self.llm.model.model
+        def states(out: Any) -> Any:
+            return out.hidden_states if all_layers else out.last_hidden_state
+
         if not shared_prefix or image_of_row is None:
-            return base(inputs_embeds=embeds, use_cache=False).last_hidden_state, 0
+            return states(base(inputs_embeds=embeds, use_cache=False, output_hidden_states=all_layers)), 0
         p, t = self.prefix_len, self.image_rows
         rows, width = embeds.shape[:2]
         first = [r for r in range(rows) if r == 0 or image_of_row[r] != image_of_row[r - 1]]
@@ -185,15 +198,26 @@ class Trainer:
         base(inputs_embeds=embeds[first, p: p + t], cache=cache, position_ids=positions, use_cache=True)
         _repeat_rows(cache, repeats)
         positions = torch.arange(p + t, width, device=embeds.device).expand(rows, -1)
-        out = base(inputs_embeds=embeds[:, p + t:], cache=cache, position_ids=positions, use_cache=True)
-        return out.last_hidden_state, p + t
+        out = base(inputs_embeds=embeds[:, p + t:], cache=cache, position_ids=positions, use_cache=True,
+                   output_hidden_states=all_layers)
+        return states(out), p + t
 
     def loss(self, batch: Batch, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over answer tokens, and per row whether every answer token is the argmax."""
         hidden, offset = self.hidden(self.embeds(batch), batch.image_of_row, shared_prefix)
+        return self.answer_loss(hidden, offset, batch)
+
+    @staticmethod
+    def predicting(batch: Batch, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, columns) of the positions that predict an answer token, row by row in order, and the mask."""
         predicts = batch.targets[:, 1:].clone()  # position t predicts token t+1
         predicts[:, :offset] = False
         rows, cols = predicts.nonzero(as_tuple=True)
+        return rows, cols, predicts
+
+    def answer_loss(self, hidden: torch.Tensor, offset: int, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The answer-token cross-entropy of last hidden states ``hidden`` (from position ``offset`` on)."""
+        rows, cols, predicts = self.predicting(batch, offset)
         logits = self.llm.model.lm_head(hidden[rows, cols - offset])
         labels = batch.ids[rows, cols + 1]
         per_token = torch.nn.functional.cross_entropy(logits.float(), labels, reduction="none")

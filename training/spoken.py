@@ -41,6 +41,7 @@ class SpokenTrainer(Trainer):
         self.spoken_share = 0.0
         self.perturb: speech.Perturbation | None = None  # varies training clips (speech.augment)
         self.masks: FeatureMasks | None = None  # masks training clips' features (speech.specaugment)
+        self.distill = 0.0  # weight of matching each spoken row's states to its typed twin's (speech.distill)
         self._spoken_prompts: dict[int, list[int]] = {}
 
     def spoken_prompt_ids(self, audio_tokens: int) -> list[int]:
@@ -107,6 +108,38 @@ class SpokenTrainer(Trainer):
         tokens = iter(self.audio.planned_tokens(audio))
         return [self.spoken_prompt_ids(next(tokens)) if aloud else self.prompt_ids(ex.question)
                 for (ex, _), aloud in zip(rows, spoken)], audio
+
+    def batch(self, examples: list[list[synthetic.Example]]) -> Batch:
+        """As :meth:`Trainer.batch`; with ``distill`` and spoken rows, it carries the same rows typed as well."""
+        batch = super().batch(examples)
+        if self.distill <= 0 or batch.audio is None:
+            return batch
+        ids, targets = self.layout(Trainer.prompts(self, examples)[0], examples)
+        aloud = [self.is_spoken(ex, j) for group in examples for j, ex in enumerate(group)]
+        return dataclasses.replace(batch, teacher=dataclasses.replace(batch, ids=ids, targets=targets, audio=None),
+                                   spoken=torch.tensor(aloud))
+
+    def loss(self, batch: Batch, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The answer loss; with a typed twin (``distill``), plus ``distill`` x how far each spoken row's states at
+        its answer positions are, layer by layer, from the typed question's (no gradient through the typed
+        forward). Why: the answer tokens only say whether the spoken row ended right, while the typed states say
+        what the model should hold at every layer to get there -- which shape it is looking for, say."""
+        if batch.teacher is None:
+            return super().loss(batch, shared_prefix)
+        layers, offset = self.hidden(self.embeds(batch), batch.image_of_row, shared_prefix, all_layers=True)
+        loss, correct = self.answer_loss(layers[-1], offset, batch)
+        with torch.no_grad():
+            typed, typed_offset = self.hidden(self.embeds(batch.teacher), batch.image_of_row, shared_prefix,
+                                              all_layers=True)
+        rows, cols, _ = self.predicting(batch, offset)
+        typed_rows, typed_cols, _ = self.predicting(batch.teacher, typed_offset)
+        aloud = batch.spoken[rows]
+        gaps = []
+        for mine, theirs in zip(layers[1:], typed[1:]):  # layer 0 (the answer tokens' embeddings) is the same
+            target = theirs[typed_rows, typed_cols - typed_offset][aloud]
+            error = (mine[rows, cols - offset][aloud] - target).pow(2).mean()
+            gaps.append(error / target.pow(2).mean().clamp(min=1e-6))
+        return loss + self.distill * torch.stack(gaps).mean(), correct
 
     def masked(self, audio: Any, keys: list[str | None]) -> Any:
         """``audio`` (the encoder's fbank batch) with ``masks`` applied to the clips whose key is not None."""

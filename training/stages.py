@@ -111,6 +111,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
                                   grad_clip=float(cfg.grad_clip), log_every=int(cfg.log_every), log=_log)
         trainer.learn(["audio", *(["llm"] if bool(spoken.learn_llm) else [])])
         trainer.spoken_share = float(spoken.spoken_share)
+        trainer.distill = float(spoken.get("distill") or 0.0)
         history += fit(
             trainer,
             steps=int(spoken.steps),
@@ -123,6 +124,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
             **shared,
         )
         trainer.spoken_share = 0.0
+        trainer.distill = 0.0
         trainer.perturb = None
         trainer.masks = None
         trainer.learn(learned)
