@@ -21,7 +21,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from .loop import Trainer, fit
+from .fitting import fit
+from .loop import Trainer
 from .warmup import warm_up_vision
 
 log = logging.getLogger("vita_training")

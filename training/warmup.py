@@ -5,7 +5,7 @@ through a randomly initialised LLM, and one answer word says little about 49 ima
 (the kind, colour and position of the shape covering that token's region;
 :meth:`vita_training.synthetic.Scene.region_labels`) gives every image token its own signal, so the tower
 learns shapes and colours in a few minutes. Three small linear heads read the projector's output (the very
-tokens the LLM receives) and are thrown away afterwards; stage two (:func:`vita_training.loop.fit`)
+tokens the LLM receives) and are thrown away afterwards; stage two (:func:`vita_training.fitting.fit`)
 then trains everything on answer tokens only.
 """
 
