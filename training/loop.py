@@ -137,18 +137,22 @@ class Trainer:
         return [self.prompt_ids(ex.question) for group in examples for ex in group], None
 
     # -- forward ------------------------------------------------------------------------------------
-    def embeds(self, batch: Batch) -> torch.Tensor:
-        """Image features through tower and projector, reduced and spliced into the text by the pipeline's
-        fusion (every stream but the image's is empty)."""
+    def embeds(self, batch: Batch, tiles: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Image features (``tiles``, from :meth:`image_tiles` when not given) spliced into the text by the
+        pipeline's fusion (every stream but the image's is empty)."""
         stream = self.modality.stream
-        tiles = list(self.projector(self.tower_features(batch.pixel_values, batch.scenes)).unbind(0))
-        tiles = self.pipe.fusion.reduce(stream, tiles, [0] * len(tiles))
+        tiles = self.image_tiles(batch) if tiles is None else tiles
         features = {s: [] for s in self.placeholder_ids}
         features[stream] = [tiles[i] for i in batch.image_of_row]
         if batch.audio is not None:  # spoken rows (vita_training.spoken.SpokenTrainer)
             features[self.audio_modality.stream] = self.audio_features(batch)
         mask = torch.ones_like(batch.ids)
         return self.pipe.fusion.fuse(batch.ids, mask, self.llm.embed, features, self.placeholder_ids).inputs_embeds
+
+    def image_tiles(self, batch: Batch) -> list[torch.Tensor]:
+        """Each image's features through tower and projector, reduced by the pipeline's fusion."""
+        tiles = list(self.projector(self.tower_features(batch.pixel_values, batch.scenes)).unbind(0))
+        return self.pipe.fusion.reduce(self.modality.stream, tiles, [0] * len(tiles))
 
     def tower_features(self, pixel_values: torch.Tensor, scenes: list[Any] | None = None) -> torch.Tensor:
         """The tower's features of these images (of ``scenes``); a frozen tower builds no graph, and with the

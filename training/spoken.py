@@ -126,11 +126,12 @@ class SpokenTrainer(Trainer):
         what the model should hold at every layer to get there -- which shape it is looking for, say."""
         if batch.teacher is None:
             return super().loss(batch, shared_prefix)
-        layers, offset = self.hidden(self.embeds(batch), batch.image_of_row, shared_prefix, all_layers=True)
+        tiles = self.image_tiles(batch)  # the same images in both forwards: tower and projector run once
+        layers, offset = self.hidden(self.embeds(batch, tiles), batch.image_of_row, shared_prefix, all_layers=True)
         loss, correct = self.answer_loss(layers[-1], offset, batch)
         with torch.no_grad():
-            typed, typed_offset = self.hidden(self.embeds(batch.teacher), batch.image_of_row, shared_prefix,
-                                              all_layers=True)
+            typed, typed_offset = self.hidden(self.embeds(batch.teacher, [t.detach() for t in tiles]),
+                                              batch.image_of_row, shared_prefix, all_layers=True)
         rows, cols, _ = self.predicting(batch, offset)
         typed_rows, typed_cols, _ = self.predicting(batch.teacher, typed_offset)
         aloud = batch.spoken[rows]
