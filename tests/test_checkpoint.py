@@ -144,6 +144,46 @@ def test_a_bundle_trained_on_single_tiles_asks_for_one(tmp_path):
         vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={bundle}"])
 
 
+def test_pad_to_square_keeps_proportions_and_a_bundle_can_ask_for_it(tmp_path):
+    """``vision.pad_to_square`` centres an image on a square of the processor's mean colour before tiling (VITA's
+    expand2square), so a wide image's tile shows it unsquashed between two bands; a bundle's
+    ``preprocessor_config.json`` can ask for it, the option still wins, and a bad value is named with its file."""
+    import numpy as np
+    from PIL import Image
+
+    wide = Image.new("RGB", (448, 224), (250, 20, 20))  # 2:1, all red
+    squashed = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu", "vision.pad_to_square=false"])
+    padded = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu", "vision.pad_to_square=true"])
+    tile = padded.vision.preprocess([wide]).pixel_values[0]  # [3, 112, 112], one tile
+    side = tile.shape[-1]
+    assert padded.vision.pad_colour == (124, 116, 104)  # round(255 x ImageNet mean)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    band = (np.array([124, 116, 104]) / 255 - mean) / std
+    red = (np.array([250, 20, 20]) / 255 - mean) / std
+    rows = tile.permute(1, 2, 0).numpy()  # [H, W, 3]
+    assert np.allclose(rows[: side // 4 - 2], band, atol=2e-2)
+    assert np.allclose(rows[side * 3 // 4 + 2:], band, atol=2e-2)
+    assert np.allclose(rows[side // 4 + 2: side * 3 // 4 - 2], red, atol=2e-2)  # the image: half the tile's height
+    assert np.allclose(squashed.vision.preprocess([wide]).pixel_values[0].permute(1, 2, 0).numpy(), red, atol=2e-2)
+    square = Image.new("RGB", (300, 300), (20, 200, 20))
+    same = squashed.vision.preprocess([square]).pixel_values
+    assert torch.equal(padded.vision.preprocess([square]).pixel_values, same)
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), bundle)
+    config = bundle / "InternViT-tiny" / "preprocessor_config.json"
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "pad_to_square": not settings.get("pad_to_square", False)}))
+    asks = vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={bundle}"])
+    assert asks.vision.pad_to_square is (not settings.get("pad_to_square", False))
+    told = vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={bundle}",
+                                 f"vision.pad_to_square={str(settings.get('pad_to_square', False)).lower()}"])
+    assert told.vision.pad_to_square is bool(settings.get("pad_to_square", False))
+    config.write_text(json.dumps({**settings, "pad_to_square": "yes"}))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json': pad_to_square must be true or false"):
+        vita_framework.build(["+vision=internvit", "+audio=none", f"checkpoint={bundle}"])
+
+
 def test_text_request_runs_no_vision_encoder():
     pipe = build_cached(*VITA15, f"checkpoint={GOLDEN_CKPT}", "vision.attn_implementation=eager")
     calls = []

@@ -75,6 +75,36 @@ def test_interior_kind_labels_every_cell_a_shape_covers_with_its_kind():
     assert all(edges_only[k] == every[k] for k in range(49) if k not in inside)
 
 
+def test_padded_region_labels_follow_the_tile_a_padding_tower_sees():
+    """With ``padded`` the labels are those of the canvas centred on a square: the bands hold no shape, and each
+    shape's cells sit where padding puts it; a square canvas is labelled alike either way."""
+    scenes = [synthetic.example("train", i).scene for i in range(200)]
+    wide = next(s for s in scenes if s.aspect > 1.4 and any(sh.diameter * min(s.canvas()) >= 40 for sh in s.shapes))
+    tall = next(s for s in scenes if s.aspect < 0.7 and any(sh.diameter * min(s.canvas()) >= 40 for sh in s.shapes))
+    square = next(s for s in scenes if s.aspect == 1.0)
+    assert square.region_labels(7, padded=True) == square.region_labels(7)
+    for scene in (wide, tall):
+        labels = scene.region_labels(7, padded=True)
+        assert labels != scene.region_labels(7)
+        width, height = scene.canvas()
+        side = max(width, height)
+        band = (side - min(width, height)) / 2 / side * 7  # cells of padding on each side, across the short axis
+        empty = [k for k in range(49) if ((k // 7 if width > height else k % 7) + 1 <= band - 0.1
+                                          or (k // 7 if width > height else k % 7) >= 7 - band + 0.1)]
+        assert empty and all(labels[k] == (0, 0, 0) for k in empty)
+        colours, places = sorted(synthetic.COLOURS), sorted(synthetic.POSITIONS)
+        for shape in scene.shapes:
+            if shape.diameter * min(width, height) < 40:
+                continue
+            label = (synthetic.SHAPES.index(shape.kind) + 1, colours.index(shape.colour) + 1,
+                     places.index(shape.position) + 1)
+            cells = [k for k, got in enumerate(labels) if got == label]
+            x = ((side - width) / 2 + shape.centre[0] * width) / side  # the centre in the padded square
+            y = ((side - height) / 2 + shape.centre[1] * height) / side
+            col, row = sum(k % 7 for k in cells) / len(cells), sum(k // 7 for k in cells) / len(cells)
+            assert abs((col + 0.5) / 7 - x) < 0.1 and abs((row + 0.5) / 7 - y) < 0.1
+
+
 def test_scenes_vary_as_user_drawings_do_and_answers_stay_unambiguous():
     scenes = [synthetic.example("train", i).scene for i in range(400)]
     shapes = [s for scene in scenes for s in scene.shapes]

@@ -161,6 +161,12 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
     for bad in ("-0.5", "much", "true"):
         with pytest.raises(ConfigError, match=r"speech\.distill must be a number >= 0 \(0: off; e\.g\. 1\.0\); got "):
             plan_run(compose_training(f"speech.distill={bad}"), [])
+    for bad in ("3", "maybe"):
+        with pytest.raises(ConfigError, match=r"speech\.learn_encoder must be true \(the speech stage trains the whole "
+                                              r"whale encoder\) or false \(its adapter only"):
+            plan_run(compose_training(f"speech.learn_encoder={bad}"), [])
+        with pytest.raises(ConfigError, match=r"pad_to_square must be true, false or null \(the tower's own choice\)"):
+            plan_run(compose_training(f"pad_to_square={bad}"), [])
     # what can be trained: the quick preset on a swapped tower (fresh tower and projector), the shipped recipe
     plan = plan_run(compose_training("+vision=timm", "train=quick"), ["+vision=timm", "train=quick", "seed=1"])
     assert plan.replaced == ["vision", "projector"] and sorted(plan.untrained) == ["projector", "vision"]
@@ -214,3 +220,14 @@ def test_speech_training_without_a_speech_engine_names_the_missing_data(tmp_path
     assert "spoken-question training needs speech data: espeak-ng is not installed" in proc.stderr
     assert "apt-get install espeak-ng" in proc.stderr and "drop +audio=whale" not in proc.stderr
     assert "audio=none" in proc.stderr and "Traceback" not in proc.stderr and not (out / "bundle").exists()
+
+
+def test_the_recipe_pads_a_tower_that_can_unless_its_own_option_says():
+    from vita_training.composition import run_config
+
+    assert run_config(compose_training("pad_to_square=true"), "null").vision.pad_to_square is True
+    assert run_config(compose_training("pad_to_square=false"), "null").vision.pad_to_square is False
+    assert run_config(compose_training("train=quick"), "null").vision.pad_to_square is None  # the bundle's own
+    kept = compose_training("+vision=internvit", "vision.pad_to_square=false", "pad_to_square=true")
+    assert run_config(kept, "null").vision.pad_to_square is False
+    assert "pad_to_square" not in run_config(compose_training("+vision=timm", "pad_to_square=true"), "null").vision

@@ -158,7 +158,8 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
         tensors = component_tensors({**parts, **({"audio": pipe.audio} if bank is not None else {})},
                                     weight_prefixes(run_cfg))
         write_bundle(out, arch=arch, tensors=tensors, tokenizer_dir=work / "tokenizer", info=info,
-                     repetition_penalty=float(cfg.repetition_penalty))
+                     repetition_penalty=float(cfg.repetition_penalty),
+                     pad_to_square=bool(getattr(pipe.vision, "pad_to_square", False)))
     else:
         save_trained(pipe, out, start, run_cfg, info)
     if bank is not None and (cmvn is not None or plan.default_recipe):

@@ -168,12 +168,13 @@ def write_random_bundle(out: Path, tokenizer_dir: Path, arch: Architecture, voca
 
 
 def write_bundle(out: Path, *, arch: Architecture, tensors: dict[str, Any], tokenizer_dir: Path,
-                 info: dict[str, Any], repetition_penalty: float = 1.05) -> int:
+                 info: dict[str, Any], repetition_penalty: float = 1.05, pad_to_square: bool = False) -> int:
     """Write a bundle the loader reads back unchanged; returns its size in bytes.
 
     ``tensors`` are the bundle's tensors by full name (:func:`component_tensors`), of a model of ``arch``;
-    ``tokenizer_dir`` holds the tokenizer files. The embedding rows are padded to a multiple of 64 as real
-    checkpoints are (the loader shrinks them to the tokenizer's length again).
+    ``tokenizer_dir`` holds the tokenizer files; ``pad_to_square``: the tower was trained on images padded to a
+    square, so its ``preprocessor_config.json`` asks the loader to pad too. The embedding rows are padded to a
+    multiple of 64 as real checkpoints are (the loader shrinks them to the tokenizer's length again).
     """
     import torch
     from safetensors.torch import save_file
@@ -220,7 +221,7 @@ def write_bundle(out: Path, *, arch: Architecture, tensors: dict[str, Any], toke
     _write_json(staging / VISION_DIR / "preprocessor_config.json", {
         "crop_size": side, "do_center_crop": True, "do_normalize": True, "do_resize": True,
         "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": side,
-        "max_patches": TILES_PER_IMAGE})
+        "max_patches": TILES_PER_IMAGE, **({"pad_to_square": True} if pad_to_square else {})})
     _write_json(staging / "bundle_info.json", {**info, "tokenizer_vocab": n_tokens})
     if out.exists():
         shutil.rmtree(out)

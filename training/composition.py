@@ -71,6 +71,9 @@ def run_config(cfg: Any, checkpoint: Any, *, device: str = "cpu", seed: int = 0)
             node = cfg.get(group)
             if node is not None:
                 run[group] = OmegaConf.create(OmegaConf.to_container(node, resolve=True))
+        pad = cfg.get("pad_to_square")  # the recipe's choice for a tower that pads, unless its own option says
+        if pad is not None and "pad_to_square" in run.vision and run.vision.pad_to_square is None:
+            run.vision.pad_to_square = bool(pad)
         arch = (cfg.get("speech") or {}).get("arch")  # a fresh whale encoder's size (the shipped recipe's)
         audio = run.get("audio")
         if arch is not None and audio is not None and audio.get("component") == "whale":
@@ -92,6 +95,9 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
             "default: the embedded default bundle's LLM and tokenizer)"
         )
         init = "random"
+    pad = cfg.get("pad_to_square")
+    if pad is not None and not isinstance(pad, bool):
+        problems.append(f"pad_to_square must be true, false or null (the tower's own choice); got {pad!r}")
     learn = {name: bool((cfg.get("learn") or {}).get(name, False)) for name in LEARNABLE}
     unknown = sorted(set(cfg.get("learn") or {}) - set(LEARNABLE))
     problems += [f"unknown option learn.{k}; valid: {', '.join(f'learn.{n}' for n in LEARNABLE)}" for k in unknown]
@@ -205,6 +211,10 @@ def speech_problems(cfg: Any, audio: str) -> list[str]:
     number = isinstance(distill, (int, float)) and not isinstance(distill, bool)
     if distill is not None and not (number and 0 <= distill < float("inf")):
         problems.append(f"speech.distill must be a number >= 0 (0: off; e.g. 1.0); got {distill!r}")
+    learn_encoder = (cfg.get("speech") or {}).get("learn_encoder", True)
+    if not isinstance(learn_encoder, bool):
+        problems.append(f"speech.learn_encoder must be true (the speech stage trains the whole whale encoder) or "
+                        f"false (its adapter only; the body keeps the speech warm-up's); got {learn_encoder!r}")
     try:
         espeak_binary()
     except ConfigError as exc:

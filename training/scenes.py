@@ -109,9 +109,10 @@ class Scene:
         return image
 
     def region_labels(self, grid: int, size: int = IMAGE_SIZE, min_cover: float = 0.1,
-                      interior_kind: bool = False) -> list[tuple[int, int, int]]:
+                      interior_kind: bool = False, padded: bool = False) -> list[tuple[int, int, int]]:
         """Per cell of a ``grid`` x ``grid`` split of the image as one tile sees it (the canvas resized to a
-        square; row-major, top row first), the ``(kind, colour, position)`` of the shape covering most of the
+        square, or with ``padded`` centred on a square first, as a tower with ``pad_to_square`` takes it; padding
+        is background; row-major, top row first), the ``(kind, colour, position)`` of the shape covering most of the
         cell, as indices into ``SHAPES``, ``sorted(COLOURS)`` and ``sorted(POSITIONS)`` plus one, or
         ``(0, 0, 0)`` when no shape covers ``min_cover`` of it. A cell inside a shape (``INTERIOR`` of it
         covered) shows no edge, so its kind is ``UNSEEN`` (-100: no loss) rather than a label it cannot read --
@@ -129,6 +130,11 @@ class Scene:
         draw = ImageDraw.Draw(mask)
         for number, shape in enumerate(self.shapes, start=1):
             _draw(draw, shape, width, height, number, filled=True)
+        if padded and width != height:
+            side = max(width, height)
+            square = Image.new("L", (side, side), 0)
+            square.paste(mask, ((side - width) // 2, (side - height) // 2))
+            mask = square
         ids = np.asarray(mask.resize((size, size), Image.NEAREST))
         edges = [i * size // grid for i in range(grid + 1)]
         colours, places = sorted(COLOURS), sorted(POSITIONS)

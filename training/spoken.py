@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vita_framework.errors import ConfigError
 from vita_framework.prompt import PromptTokens, layout_user_text, system_prompt_key
 from vita_training import speech, synthetic
 
@@ -26,6 +27,23 @@ from .specmask import FeatureMasks
 
 #: utterances whose fbank frames estimate the CMVN statistics of a fresh encoder
 CMVN_UTTERANCES = 400
+
+
+#: the whale component's encoder body (its adapter, ``adpter.*`` as VITA spells it, maps the body to the LLM)
+ENCODER_BODY = "encoder."
+
+
+def freeze_encoder_body(audio: Any) -> int:
+    """Stop gradients to the whale's encoder body (``speech.learn_encoder: false``), so the speech stage trains
+    its adapter (and the LLM) and the body keeps what the speech warm-up taught it: which words a clip holds,
+    even in an accent training never speaks. Returns how many tensors it froze."""
+    body = [p for name, p in audio.named_parameters() if name.startswith(ENCODER_BODY)]
+    if not body:
+        raise ConfigError(f"speech.learn_encoder=false: the audio encoder has no '{ENCODER_BODY}*' parameters to "
+                          "keep (the whale's body); set speech.learn_encoder=true")
+    for param in body:
+        param.requires_grad_(False)
+    return len(body)
 
 
 class SpokenTrainer(Trainer):

@@ -6,7 +6,8 @@
    to speak the LLM's embedding language (LLaVA's stage one). What a swapped encoder needs first.
 3. ``steps`` -- every module in ``learn`` (the LLM, usually with the projector) on answer tokens.
 4. ``speech`` -- with an audio encoder (``audio=whale``): a share of the questions asked aloud, the encoder (and
-   the LLM, ``speech.learn_llm``) trained on the same answers (:mod:`vita_training.spoken`).
+   the LLM, ``speech.learn_llm``) trained on the same answers (:mod:`vita_training.spoken`); with
+   ``speech.learn_encoder: false`` only the encoder's adapter, its body kept as the speech warm-up left it.
 
 A stage with 0 steps is skipped. Every stage draws its scenes from its own range of the train split, or, with
 ``scene_pool``, both answer stages cycle through one pool of that many scenes (new questions each time round;
@@ -102,7 +103,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
     if spoken is not None and int(spoken.steps) > 0 and "audio" in trainer.modules:
         from .specmask import feature_masks
         from .speech import perturbation
-        from .spoken import warm_up_speech
+        from .spoken import freeze_encoder_body, warm_up_speech
 
         t0 = time.perf_counter()
         trainer.perturb = perturbation(spoken.get("augment"))
@@ -111,6 +112,9 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
                                   lr=float(spoken.warmup.lr), weight_decay=float(cfg.weight_decay),
                                   grad_clip=float(cfg.grad_clip), log_every=int(cfg.log_every), log=_log)
         trainer.learn(["audio", *(["llm"] if bool(spoken.learn_llm) else [])])
+        if not bool(spoken.get("learn_encoder", True)):  # the body keeps what the warm-up taught it
+            log.info(f"speech: the whale's encoder body stays as the warm-up left it "
+                     f"({freeze_encoder_body(trainer.audio)} tensors); its adapter learns")
         trainer.spoken_share = float(spoken.spoken_share)
         trainer.distill = float(spoken.get("distill") or 0.0)
         history += fit(

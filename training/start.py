@@ -83,10 +83,18 @@ def add_audio_files(bundle: Path, whale_cfg: Any, stats: Any = None) -> None:
 
 
 def describe(bundle: Path, run_cfg: Any, vision: Any) -> None:
-    """Make ``config.json``'s ``mm_*`` keys say what the bundle holds (informative: no loader reads them)."""
+    """Make ``config.json``'s ``mm_*`` keys say what the bundle holds (informative: no loader reads them), and
+    the tower's ``preprocessor_config.json`` whether it was trained on images padded to a square (read)."""
     path = bundle / "config.json"
     config = json.loads(path.read_text())
     config["mm_hidden_size"] = int(vision.hidden_size)
     config["mm_projector_type"] = str(run_cfg.projector.component)
     config["mm_vision_type"] = str(run_cfg.vision.component)
     path.write_text(json.dumps(config, indent=2) + "\n")
+    processor = bundle / str(config.get("mm_vision_tower", "")) / "preprocessor_config.json"
+    pad = getattr(vision, "pad_to_square", None)
+    if pad is not None and config.get("mm_vision_tower") and processor.is_file():  # trained padded: load padded
+        settings = json.loads(processor.read_text())
+        if bool(settings.get("pad_to_square", False)) != bool(pad):
+            settings["pad_to_square"] = bool(pad)
+            processor.write_text(json.dumps(settings, indent=2) + "\n")

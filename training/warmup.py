@@ -77,8 +77,9 @@ def region_batch(trainer, first: int, count: int, pool: int = 0,
     indices = [(first + i) % pool if pool else FIRST_SCENE + first + i for i in range(count)]
     scenes = [synthetic.scene_examples("train", index, 1)[0].scene for index in indices]
     pixels = trainer.vision.preprocess([s.render(trainer.image_size) for s in scenes]).pixel_values
-    labels = torch.tensor([s.region_labels(grid, trainer.image_size, interior_kind=interior_kind) for s in scenes],
-                          dtype=torch.long)
+    padded = bool(getattr(trainer.vision, "pad_to_square", False))  # label the tile the tower sees
+    labels = torch.tensor([s.region_labels(grid, trainer.image_size, interior_kind=interior_kind, padded=padded)
+                           for s in scenes], dtype=torch.long)
     return pixels, labels, scenes
 
 

@@ -31,6 +31,27 @@ def _bundle_max_tiles(value: Any, path: Path) -> int:
     return value
 
 
+def _bundle_pad(value: Any, path: Path) -> bool:
+    if not isinstance(value, bool):
+        raise CheckpointError(f"'{path}': pad_to_square must be true or false; got {value!r}")
+    return value
+
+
+def pad_to_square(image: Any, colour: tuple[int, ...]) -> Any:
+    """``image`` (PIL) centred on a square canvas of ``colour``, its longer side long (VITA's expand2square):
+    resizing that to a tile keeps every shape's proportions whatever the aspect ratio."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new("RGB", (side, side), colour)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
 def _arch_from_reference(path: Path) -> dict[str, Any]:
     cfg = read_json(path / "config.json")
     try:
@@ -64,13 +85,17 @@ class InternViTEncoder(VisionTower):
         self._framer = None
         #: tiles per image at most: vision.max_tiles, else the bundle's max_patches, else DEFAULT_MAX_TILES
         self.max_tiles = DEFAULT_MAX_TILES if options.max_tiles is None else int(options.max_tiles)
+        #: images padded to a square before tiling: vision.pad_to_square, else the bundle's, else False
+        self.pad_to_square = bool(options.pad_to_square)
+        #: the padding colour: the processor's mean in 0-255 (VITA's expand2square), about zero once normalised
+        self.pad_colour = tuple(int(round(m * 255)) for m in self.mean)
 
     @classmethod
     def from_options(cls, options: Any, context: Any) -> InternViTEncoder:
         from transformers import InternVLVisionConfig, InternVLVisionModel
 
         mean, std = IMAGENET_MEAN, IMAGENET_STD
-        bundle, max_tiles = context.checkpoint, options.max_tiles
+        bundle, max_tiles, pad = context.checkpoint, options.max_tiles, options.pad_to_square
         if bundle is not None:
             vdir = bundle.resolve("mm_vision_tower")
             arch = _arch_from_reference(vdir)
@@ -81,6 +106,8 @@ class InternViTEncoder(VisionTower):
                 std = tuple(proc.get("image_std", std))
                 if max_tiles is None and proc.get("max_patches") is not None:
                     max_tiles = _bundle_max_tiles(proc["max_patches"], proc_file)
+                if pad is None and proc.get("pad_to_square") is not None:
+                    pad = _bundle_pad(proc["pad_to_square"], proc_file)
         else:
             a = options.arch
             arch = {"hidden_size": a.hidden_size, "num_hidden_layers": a.num_hidden_layers,
@@ -115,6 +142,7 @@ class InternViTEncoder(VisionTower):
         quantize(model, options.quantization, device=context.device, dtype=context.dtype, what="vision")
         encoder = cls(model, options, image_size, patch_size, mean, std)
         encoder.max_tiles = DEFAULT_MAX_TILES if max_tiles is None else int(max_tiles)
+        encoder.pad_to_square = bool(pad)
         if encoder.max_tiles < options.min_tiles:
             raise ConfigError(f"vision.min_tiles={options.min_tiles} is above the {encoder.max_tiles} tile(s) this "
                               "tower allows; lower vision.min_tiles or set vision.max_tiles")
@@ -144,10 +172,13 @@ class InternViTEncoder(VisionTower):
         return self._framer
 
     def preprocess(self, images: list[Any]) -> VisionBatch:
-        """Dynamic tiling: a grid of tiles matching the aspect ratio, plus a thumbnail when >1 tile."""
+        """Dynamic tiling: a grid of tiles matching the aspect ratio, plus a thumbnail when >1 tile (with
+        ``pad_to_square``, of the image padded to a square first: one tile per grid cell of a square)."""
         processor = self._tiling_processor()
         pixel_values, counts = [], []
         for image in images:
+            if self.pad_to_square:
+                image = pad_to_square(image, self.pad_colour)
             out = processor(image, return_tensors="pt")
             pixel_values.append(out["pixel_values"])
             counts.append(int(out["num_patches"][0]) if "num_patches" in out else out["pixel_values"].shape[0])

@@ -1,4 +1,5 @@
-"""speech.distill: a spoken row's LLM states at its answer positions learn to match the same question typed."""
+"""The speech stage's options: ``speech.distill`` (a spoken row's LLM states at its answer positions learn to match
+the same question typed) and ``speech.learn_encoder`` (false: the whale's body keeps the speech warm-up's weights)."""
 
 import pytest
 import torch
@@ -90,3 +91,34 @@ def test_distillation_adds_the_spoken_rows_state_gap_and_trains_the_encoder_thro
             p.grad = None
         trainer.learn([])
         trainer.spoken_share, trainer.distill = 0.0, 0.0
+
+
+@pytest.mark.usefixtures("espeak")
+def test_keeping_the_encoder_body_trains_the_adapter_and_the_llm_only(trainer):
+    from vita_framework.errors import ConfigError
+    from vita_training.spoken import freeze_encoder_body
+
+    trainer.spoken_share, trainer.distill = 1.0, 0.0
+    trainer.learn(["audio", "llm"])
+    try:
+        frozen = freeze_encoder_body(trainer.audio)
+        names = dict(trainer.audio.named_parameters())
+        assert frozen == sum(n.startswith("encoder.") for n in names) and frozen > 10
+        assert {n.split(".")[0] for n, p in names.items() if p.requires_grad} == {"adpter"}
+        assert all(p.requires_grad for p in trainer.llm.model.parameters())
+        loss, _ = trainer.loss(trainer.batch(_groups()))
+        loss.backward()
+        assert all(p.grad is None for n, p in names.items() if n.startswith("encoder."))
+        adapter = [p.grad for n, p in names.items() if n.startswith("adpter.")]
+        assert adapter and all(g is not None and g.abs().sum() > 0 for g in adapter)
+        learnt = [*trainer.llm.model.parameters(), *(p for n, p in names.items() if n.startswith("adpter."))]
+        assert set(map(id, trainer.parameters())) == set(map(id, learnt))
+    finally:
+        for module in trainer.modules.values():
+            for p in module.parameters():
+                p.grad = None
+        trainer.learn([])
+        trainer.spoken_share = 0.0
+    with pytest.raises(ConfigError, match=r"speech\.learn_encoder=false: the audio encoder has no 'encoder\.\*' "
+                                          r"parameters.*set speech\.learn_encoder=true"):
+        freeze_encoder_body(torch.nn.Linear(2, 2))
