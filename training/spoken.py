@@ -35,8 +35,9 @@ ENCODER_BODY = "encoder."
 
 def freeze_encoder_body(audio: Any) -> int:
     """Stop gradients to the whale's encoder body (``speech.learn_encoder: false``), so the speech stage trains
-    its adapter (and the LLM) and the body keeps what the speech warm-up taught it: which words a clip holds,
-    even in an accent training never speaks. Returns how many tensors it froze."""
+    its adapter (and the LLM) and the body keeps the speech warm-up's weights, which told questions apart in an
+    unseen accent better than the body the speech stage leaves (a probe, README); in a full run it answered worse
+    (README). Returns how many tensors it froze."""
     body = [p for name, p in audio.named_parameters() if name.startswith(ENCODER_BODY)]
     if not body:
         raise ConfigError(f"speech.learn_encoder=false: the audio encoder has no '{ENCODER_BODY}*' parameters to "

@@ -29,7 +29,7 @@ class InternViTOptions:
     min_tiles: int = 1
     #: pad each image to a square (VITA's expand2square: the processor's mean colour, centred) before tiling, so
     #: shapes keep their proportions at any aspect ratio; None: the tower's preprocessor_config.json
-    #: ``pad_to_square`` (the embedded default bundle's choice), else false (VITA-1.5 resizes)
+    #: ``pad_to_square`` (a bundle trained on padded images says true), else false (VITA-1.5 resizes)
     pad_to_square: bool | None = None
     select_layer: int = -1
     downsample_ratio: float = 0.5
