@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from vita_framework.media.image import pad_to_square
+
 IMAGE_SIZE = 224  # scenes' default render size (held-out sets, the sample); training renders at the tower's tile
                   # size (arch.image_size) and a bundle resizes any image to one tile
 SHAPES = ("circle", "square", "triangle", "star")
@@ -130,11 +132,8 @@ class Scene:
         draw = ImageDraw.Draw(mask)
         for number, shape in enumerate(self.shapes, start=1):
             _draw(draw, shape, width, height, number, filled=True)
-        if padded and width != height:
-            side = max(width, height)
-            square = Image.new("L", (side, side), 0)
-            square.paste(mask, ((side - width) // 2, (side - height) // 2))
-            mask = square
+        if padded:  # the geometry a padding tower gives its pixels
+            mask = pad_to_square(mask, 0)
         ids = np.asarray(mask.resize((size, size), Image.NEAREST))
         edges = [i * size // grid for i in range(grid + 1)]
         colours, places = sorted(COLOURS), sorted(POSITIONS)

@@ -91,6 +91,21 @@ def open_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     return image
 
 
+def pad_to_square(image: Any, fill: Any) -> Any:
+    """``image`` (PIL, any mode) centred on a square canvas of ``fill``, its longer side long (VITA's
+    expand2square). The one place the padded geometry is defined: a tower's ``pad_to_square`` pads the image with
+    it, and training pads its label masks with it, so labels and pixels line up."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
 def _too_large(what: str, size: str, max_pixels: int | None, setting: str, *, bomb: bool = False) -> str:
     limit = f"the limit of {max_pixels:,} pixels ({setting})" if max_pixels is not None else \
         "Pillow's decompression-bomb limit"

@@ -12,6 +12,7 @@ from torch import nn
 from vita_framework.contracts import VisionBatch
 from vita_framework.devices import torch_dtype
 from vita_framework.errors import CheckpointError, ConfigError, InputError
+from vita_framework.media.image import pad_to_square
 from vita_framework.ops import pixel_shuffle
 from vita_framework.quantization import quantize
 from vita_framework.vision_tower import VisionTower
@@ -35,21 +36,6 @@ def _bundle_pad(value: Any, path: Path) -> bool:
     if not isinstance(value, bool):
         raise CheckpointError(f"'{path}': pad_to_square must be true or false; got {value!r}")
     return value
-
-
-def pad_to_square(image: Any, colour: tuple[int, ...]) -> Any:
-    """``image`` (PIL) centred on a square canvas of ``colour``, its longer side long (VITA's expand2square):
-    resizing that to a tile keeps every shape's proportions whatever the aspect ratio."""
-    from PIL import Image
-
-    image = image.convert("RGB")
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new("RGB", (side, side), colour)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
 
 
 def _arch_from_reference(path: Path) -> dict[str, Any]:
@@ -177,8 +163,8 @@ class InternViTEncoder(VisionTower):
         processor = self._tiling_processor()
         pixel_values, counts = [], []
         for image in images:
-            if self.pad_to_square:
-                image = pad_to_square(image, self.pad_colour)
+            if self.pad_to_square:  # resized to a tile, the padded image keeps every shape's proportions
+                image = pad_to_square(image.convert("RGB"), self.pad_colour)
             out = processor(image, return_tensors="pt")
             pixel_values.append(out["pixel_values"])
             counts.append(int(out["num_patches"][0]) if "num_patches" in out else out["pixel_values"].shape[0])
