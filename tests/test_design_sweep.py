@@ -59,6 +59,9 @@ def test_a_training_sweep_reports_every_job_and_logs_it_to_mlflow(tmp_path, run_
         "vision",
         "accuracy",
         *(f"accuracy_{k}" for k in KINDS),
+        "accuracy_square",
+        "accuracy_tall",
+        "accuracy_wide",
         "visual_tokens",
         "ttft_ms",
         "params",
@@ -74,6 +77,11 @@ def test_a_training_sweep_reports_every_job_and_logs_it_to_mlflow(tmp_path, run_
     for n, row in enumerate(rows):
         result = json.loads((sweep / str(n) / "result.json").read_text())
         assert float(row["accuracy"]) == result["accuracy"] and 0 <= result["accuracy"] <= 1
+        typed = result["accuracy_by_canvas"]["typed"]
+        assert [row[f"accuracy_{c}"] for c in ("square", "tall", "wide")] == [
+            "" if typed[c]["all"] is None else str(typed[c]["all"]) for c in ("square", "tall", "wide")
+        ]
+        assert sum(typed[c]["questions"] for c in typed) == result["heldout_questions"]
         assert float(row["ttft_ms"]) == result["ttft_ms"] > 0 and float(row["train_s"]) > 0
         assert int(row["params"]) == result["parameters"]["total"]
         assert int(row["trained_params"]) == result["parameters"]["projector"] + result["parameters"]["llm"]

@@ -141,6 +141,25 @@ def test_heldout_scenes_use_settings_training_never_sees():
     assert synthetic.position_of((0.6, 0.95)) == "bottom" and synthetic.position_of((0.75, 0.3)) == "right"
 
 
+def test_accuracy_by_canvas_scores_squashed_canvases_apart():
+    from vita_training import report
+
+    examples = synthetic.examples("heldout", 60)
+    canvases = [report.canvas_of(e.scene) for e in examples]
+    assert set(canvases) == {"square", "tall", "wide"}
+    assert all((c == "tall") == (e.scene.aspect < 1) for e, c in zip(examples, canvases))
+    texts = [e.answer if c != "tall" else "no" for e, c in zip(examples, canvases)]
+    texts[canvases.index("wide")] = "wrong"
+    table = report.by_canvas(examples, texts)
+    assert {c: table[c]["questions"] for c in table} == {c: canvases.count(c) for c in ("square", "tall", "wide")}
+    assert table["square"]["all"] == 1.0 and table["tall"]["all"] == 0.0
+    assert table["wide"]["all"] == round(1 - 1 / canvases.count("wide"), 4)
+    kinds = [e.kind for e, c in zip(examples, canvases) if c == "square"]
+    assert all(table["square"][k] == (1.0 if k in kinds else None) for k in synthetic.QUESTION_KINDS)
+    with pytest.raises(ValueError, match="2 answers for 60 questions"):
+        report.by_canvas(examples, texts[:2])
+
+
 def test_pixel_shuffle_keeps_regions_in_row_major_order():
     from vita_framework.ops import pixel_shuffle
 
@@ -221,6 +240,8 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espe
     assert info["weights"] == "trained" and info["data"] == synthetic.DATA_VERSION and info["seed"] == 0
     assert info["train_config"]["steps"] == 2 and info["heldout_questions"] == 4
     assert info["spoken_voice"] == "en-029+f4/150/55" and "spoken_accuracy" in info
+    by_canvas = info["heldout_accuracy_by_canvas"]
+    assert sorted(by_canvas) == ["spoken", "typed"] and sum(r["questions"] for r in by_canvas["typed"].values()) == 4
     stages = [h["stage"] for h in json.loads((out / "history.json").read_text())]
     assert stages == ["vision"] * 2 + ["answers"] * 2 + ["speech_warmup"] * 3 + ["speech"] * 2  # 3rd: held-out voice
     assert "speech warm-up: the held-out voice (en-029+f4/150/55) asks " in proc.stderr

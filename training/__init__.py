@@ -130,12 +130,16 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
     heldout = synthetic.examples("heldout", int(cfg.heldout))
     accuracy, by_kind, texts = report.score(pipe, heldout)
     log.info(f"held-out accuracy (generated, {len(heldout)} questions): {accuracy:.3f} {by_kind}")
+    canvases = {"typed": report.by_canvas(heldout, texts)}
+    log.info(f"held-out accuracy by canvas: {canvases['typed']}")
     spoken = None
     if bank is not None:
         from .spoken import spoken_requests
 
         spoken = report.score(pipe, heldout, spoken_requests(pipe, heldout, bank), what="spoken held-out")
         log.info(f"held-out accuracy, spoken in the held-out voice: {spoken[0]:.3f} {spoken[1]}")
+        canvases["spoken"] = report.by_canvas(heldout, spoken[2])
+        log.info(f"spoken held-out accuracy by canvas: {canvases['spoken']}")
     sample = pick_sample(pipe, int(cfg.sample_shapes)) if plan.default_recipe else None
 
     info = {
@@ -143,7 +147,7 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
         "built_by": "python -m vita_framework.train", "train_seconds": round(train_s, 1), "stage_seconds": stage_s,
         "torch_threads": int(cfg.threads), "parameters": {k: v for k, v in sizes.items() if k != "total"},
         "heldout_accuracy": round(accuracy, 4), "heldout_accuracy_by_kind": by_kind, "heldout_questions": len(heldout),
-        "final_loss": history[-1]["loss"] if history else None,
+        "heldout_accuracy_by_canvas": canvases, "final_loss": history[-1]["loss"] if history else None,
         **({} if spoken is None else {"spoken_accuracy": round(spoken[0], 4), "spoken_accuracy_by_kind": spoken[1],
                                       "spoken_voice": HELDOUT_VOICE.key}),
         "sample": None if sample is None else {"split": "heldout", "index": sample.index,
@@ -183,7 +187,8 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
     (out.parent / "history.json").write_text(json.dumps(history, indent=1))
     command = report.load_command(out, plan.load_overrides)
     result = {"status": "ok", "bundle": str(out), "load_command": command, "accuracy": round(accuracy, 4),
-              "accuracy_by_kind": by_kind, "heldout_questions": len(heldout), **measured, "parameters": sizes,
+              "accuracy_by_kind": by_kind, "heldout_questions": len(heldout), "accuracy_by_canvas": canvases,
+              **measured, "parameters": sizes,
               "trained": sorted(({"projector"} if int(cfg.align.steps) > 0 else set())
                                 | {k for k in ("vision", "projector", "llm") if learn[k]}
                                 | ({"audio"} if bank is not None and int(cfg.speech.steps) > 0 else set())),

@@ -46,6 +46,31 @@ def score(pipeline: Any, heldout: list[synthetic.Example], requests: list[Any] |
     return accuracy, by_kind, texts
 
 
+def canvas_of(scene: synthetic.Scene) -> str:
+    """``square``, ``tall`` or ``wide``: which way the tower's square tile squashes the scene's canvas."""
+    return "square" if scene.aspect == 1.0 else "tall" if scene.aspect < 1.0 else "wide"
+
+
+def by_canvas(examples: list[synthetic.Example], texts: list[str]) -> dict[str, dict[str, float | int | None]]:
+    """Accuracy of ``texts`` (answers to ``examples``) per canvas shape, overall and by question kind.
+
+    Squashed canvases are where the shipped bundle misses most, so every run reports them apart from the square
+    ones rather than leaving each experiment to recompute it."""
+    if len(texts) != len(examples):
+        raise ValueError(f"{len(texts)} answers for {len(examples)} questions; score every question once")
+    out: dict[str, dict[str, float | int | None]] = {}
+    for canvas in ("square", "tall", "wide"):
+        rows = [(e, t) for e, t in zip(examples, texts) if canvas_of(e.scene) == canvas]
+        marks = [synthetic.is_correct(t, e.answer) for e, t in rows]
+        entry: dict[str, float | int | None] = {"questions": len(rows),
+                                                "all": round(sum(marks) / len(marks), 4) if marks else None}
+        for kind in synthetic.QUESTION_KINDS:
+            kind_marks = [synthetic.is_correct(t, e.answer) for e, t in rows if e.kind == kind]
+            entry[kind] = round(sum(kind_marks) / len(kind_marks), 4) if kind_marks else None
+        out[canvas] = entry
+    return out
+
+
 def latency(pipeline: Any, repeats: int = 5) -> dict[str, float]:
     """Median time to first token (encode, prefill, first token) of one held-out image question, alone, after a
     warm-up call; and the LLM positions one image takes (tower tokens after projector and fusion)."""

@@ -4,8 +4,9 @@
 writes ``result.json`` (:mod:`vita_training.report`). At the end of the sweep this callback prints the table
 and writes ``results.jsonl``, ``summary.csv`` and ``summary.png`` in the sweep directory with the inference
 sweeps' writer (:mod:`vita_framework.sweep_report`): the same ``accuracy``, ``visual_tokens`` and ``ttft_ms``
-columns, plus accuracy by question kind, parameters and training time. With ``tracking`` set, each job is
-also logged to MLflow or TensorBoard when it ends, with its loss curves (``history.json``).
+columns, plus accuracy by question kind and by canvas shape (square, tall, wide), parameters and training time.
+With ``tracking`` set, each job is also logged to MLflow or TensorBoard when it ends, with its loss curves
+(``history.json``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from vita_framework import sweep_report
 from vita_framework.sweep import ResultsCollector, parse_overrides, swept
 from vita_training.synthetic import QUESTION_KINDS
 
+#: the canvas shapes accuracy is also reported by (:func:`vita_training.report.by_canvas`)
+CANVASES = ("square", "tall", "wide")
 #: per job, after the swept keys
 FIELDS = (
     "accuracy",
     *(f"accuracy_{k}" for k in QUESTION_KINDS),
+    *(f"accuracy_{c}" for c in CANVASES),
     "visual_tokens",
     "ttft_ms",
     "params",
@@ -56,6 +60,8 @@ def training_summary(result: dict[str, Any]) -> dict[str, Any]:
         "error": result.get("error"),
     }
     entry.update({f"accuracy_{k}": (result.get("accuracy_by_kind") or {}).get(k) for k in QUESTION_KINDS})
+    typed_by_canvas = (result.get("accuracy_by_canvas") or {}).get("typed") or {}
+    entry.update({f"accuracy_{c}": (typed_by_canvas.get(c) or {}).get("all") for c in CANVASES})
     return entry
 
 
@@ -67,7 +73,8 @@ class TrainingResults(ResultsCollector):
 
     def tracked(self, entry: dict[str, Any], job_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
         params = {**{f"choice.{k}": v for k, v in entry["choices"].items()}, **entry["params"]}
-        metrics = {k: entry.get(k) for k in (*FIELDS[:7], "ttft_ms", "params_total", "trained_params", "train_s")}
+        metrics = {k: entry.get(k) for k in (*FIELDS[:FIELDS.index("ttft_ms") + 1], "params_total", "trained_params",
+                                              "train_s")}
         history = job_dir / "history.json"
         curves = json.loads(history.read_text()) if history.is_file() else []
         return params, metrics, curves
