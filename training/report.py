@@ -46,6 +46,10 @@ def score(pipeline: Any, heldout: list[synthetic.Example], requests: list[Any] |
     return accuracy, by_kind, texts
 
 
+#: the canvas shapes held-out accuracy is reported by
+CANVASES = ("square", "tall", "wide")
+
+
 def canvas_of(scene: synthetic.Scene) -> str:
     """``square``, ``tall`` or ``wide``: which way the tower's square tile squashes the scene's canvas."""
     return "square" if scene.aspect == 1.0 else "tall" if scene.aspect < 1.0 else "wide"
@@ -59,7 +63,7 @@ def by_canvas(examples: list[synthetic.Example], texts: list[str]) -> dict[str, 
     if len(texts) != len(examples):
         raise ValueError(f"{len(texts)} answers for {len(examples)} questions; score every question once")
     out: dict[str, dict[str, float | int | None]] = {}
-    for canvas in ("square", "tall", "wide"):
+    for canvas in CANVASES:
         rows = [(e, t) for e, t in zip(examples, texts) if canvas_of(e.scene) == canvas]
         marks = [synthetic.is_correct(t, e.answer) for e, t in rows]
         entry: dict[str, float | int | None] = {"questions": len(rows),

@@ -17,10 +17,9 @@ from typing import Any
 
 from vita_framework import sweep_report
 from vita_framework.sweep import ResultsCollector, parse_overrides, swept
+from vita_training.report import CANVASES
 from vita_training.synthetic import QUESTION_KINDS
 
-#: the canvas shapes accuracy is also reported by (:func:`vita_training.report.by_canvas`)
-CANVASES = ("square", "tall", "wide")
 #: per job, after the swept keys
 FIELDS = (
     "accuracy",
