@@ -39,11 +39,16 @@ def score(pipeline: Any, heldout: list[synthetic.Example], requests: list[Any] |
           what: str = "held-out") -> tuple[float, dict[str, float | None], list[str]]:
     """Exact-answer accuracy of generated answers, overall and by question kind, and the answers."""
     accuracy, texts = generated_accuracy(pipeline, heldout, requests=requests, what=what)
+    return accuracy, accuracy_by_kind(heldout, texts), texts
+
+
+def accuracy_by_kind(examples: list[synthetic.Example], texts: list[str]) -> dict[str, float | None]:
+    """Exact-answer rate of ``texts`` (answers to ``examples``) per question kind (None: no question of it)."""
     by_kind: dict[str, float | None] = {}
     for kind in synthetic.QUESTION_KINDS:
-        marks = [synthetic.is_correct(t, e.answer) for t, e in zip(texts, heldout) if e.kind == kind]
+        marks = [synthetic.is_correct(t, e.answer) for t, e in zip(texts, examples) if e.kind == kind]
         by_kind[kind] = round(sum(marks) / len(marks), 4) if marks else None
-    return accuracy, by_kind, texts
+    return by_kind
 
 
 #: the canvas shapes held-out accuracy is reported by
@@ -66,12 +71,8 @@ def by_canvas(examples: list[synthetic.Example], texts: list[str]) -> dict[str, 
     for canvas in CANVASES:
         rows = [(e, t) for e, t in zip(examples, texts) if canvas_of(e.scene) == canvas]
         marks = [synthetic.is_correct(t, e.answer) for e, t in rows]
-        entry: dict[str, float | int | None] = {"questions": len(rows),
-                                                "all": round(sum(marks) / len(marks), 4) if marks else None}
-        for kind in synthetic.QUESTION_KINDS:
-            kind_marks = [synthetic.is_correct(t, e.answer) for e, t in rows if e.kind == kind]
-            entry[kind] = round(sum(kind_marks) / len(kind_marks), 4) if kind_marks else None
-        out[canvas] = entry
+        out[canvas] = {"questions": len(rows), "all": round(sum(marks) / len(marks), 4) if marks else None,
+                       **accuracy_by_kind([e for e, _ in rows], [t for _, t in rows])}
     return out
 
 
