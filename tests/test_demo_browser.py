@@ -37,7 +37,7 @@ WATCH = """() => {
 def test_the_page_answers_the_sample_image_as_the_cli_does(chromium, tmp_path):  # noqa: F811
     with demo_app(tmp_path / "demo") as app:
         expected = cli_answer(tmp_path / "cli", *BASE)  # sample image, default question (while the app starts)
-        assert expected == "a purple circle, a green square and a blue triangle"
+        assert expected == "a purple square, a yellow triangle and a green star"
         url = app.wait_ready()
         with browser_page(chromium) as page:
             _ask_in_the_page(page, url, expected)

@@ -86,15 +86,15 @@ def test_rows_keep_their_own_limit_stop_and_cancel(pipe):
     questions = ["Describe this image.", "What shape is purple?", "Describe this image.", "Describe this image."]
     requests = [Request(q, images=[SAMPLE_IMAGE]) for q in questions]
     alone = [pipe.generate(r).rows[0] for r in requests]
-    assert alone[0].text == "a purple circle, a green square and a blue triangle"  # the sample's description
+    assert alone[0].text == "a purple square, a yellow triangle and a green star"  # the sample's description
     pieces = [[] for _ in requests]
     gone = threading.Event()
     gone.set()
-    controls = [RowControl(stop=[" square"], on_text=pieces[0].append), RowControl(on_text=pieces[1].append),
+    controls = [RowControl(stop=[" triangle"], on_text=pieces[0].append), RowControl(on_text=pieces[1].append),
                 RowControl(max_new_tokens=3, on_text=pieces[2].append), RowControl(cancel=gone)]
     result = pipe.generate_rows([pipe.prepare(r) for r in requests], controls)
     assert [c.finish_reason for c in controls] == ["stop", "stop", "length", "cancelled"]
-    assert result.rows[0].text == "a purple circle, a green" and "".join(pieces[0]) == result.rows[0].text
+    assert result.rows[0].text == "a purple square, a yellow" and "".join(pieces[0]) == result.rows[0].text
     assert result.rows[1].generated_ids == alone[1].generated_ids and "".join(pieces[1]) == alone[1].text
-    assert result.rows[2].generated_ids == alone[2].generated_ids[:3] and result.rows[2].text == "a purple circle"
+    assert result.rows[2].generated_ids == alone[2].generated_ids[:3] and result.rows[2].text == "a purple square"
     assert result.rows[3].generated_ids == [] and result.rows[3].tokens_out == 0

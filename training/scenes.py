@@ -34,8 +34,9 @@ INTERIOR = 0.97   # a cell this covered by one shape is inside it
 @dataclass(frozen=True)
 class Style:
     """How a split renders scenes. The held-out split uses settings training never sees (``HELDOUT_STYLE``):
-    canvas aspect ratios outside the training range, stronger JPEG compression, and background hues from a band
-    training leaves out; and a share of scenes (one in six held out) is a user's first try: one large filled
+    canvas aspect ratios from the bands between training's (training spans 1:2 to 2:1, so every held-out ratio
+    lies between two trained ones), stronger JPEG compression, and background hues from a band training leaves
+    out; and a share of scenes (one in six held out) is a user's first try: one large filled
     shape, centred, on white."""
 
     aspects: tuple[tuple[float, float], ...]   # ranges of width / height
@@ -47,9 +48,12 @@ class Style:
     user_share: float                          # one large filled centred shape on white
 
 
-TRAIN_STYLE = Style(aspects=((0.62, 1.6),), square_share=0.35, jpeg=(45, 95), jpeg_share=0.5, noise=(0.0, 7.0),
+# canvas ratios alternate between the splits (log-symmetric: a band's reciprocal is a band of the same split)
+TRAIN_ASPECTS = ((0.5, 0.56), (0.63, 0.71), (0.8, 1.25), (1.4, 1.6), (1.78, 2.0))
+HELDOUT_ASPECTS = ((0.56, 0.63), (0.71, 0.8), (1.25, 1.4), (1.6, 1.78))
+TRAIN_STYLE = Style(aspects=TRAIN_ASPECTS, square_share=0.35, jpeg=(45, 95), jpeg_share=0.5, noise=(0.0, 7.0),
                     background_hues=((0.0, 0.45), (0.55, 1.0)), user_share=0.05)
-HELDOUT_STYLE = Style(aspects=((0.5, 0.6), (1.65, 2.0)), square_share=0.25, jpeg=(25, 40), jpeg_share=0.5,
+HELDOUT_STYLE = Style(aspects=HELDOUT_ASPECTS, square_share=0.25, jpeg=(25, 40), jpeg_share=0.5,
                       noise=(0.0, 7.0), background_hues=((0.46, 0.54),), user_share=1 / 6)
 STYLES = {"train": TRAIN_STYLE, "heldout": HELDOUT_STYLE}
 

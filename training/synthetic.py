@@ -46,7 +46,7 @@ from .scenes import (  # noqa: F401  (the data's vocabulary and scene types, re-
     position_of,
 )
 
-DATA_VERSION = "shapes-v2"
+DATA_VERSION = "shapes-v3"
 NUMBERS = ("zero", "one", "two", "three", "four")
 QUESTION_KINDS = ("shape", "colour", "count", "position", "describe")
 DESCRIBE = "Describe this image."
