@@ -43,7 +43,7 @@ def test_the_bundle_records_its_spoken_accuracy_on_the_heldout_voice():
     """Measured at training time on the 500 held-out questions, spoken in the held-out voice. Issue 18's target
     (within 5 points of typed) is not reached yet: 0.810 spoken against 0.874 typed; this guards the level reached."""
     assert INFO["spoken_voice"] == "en-029+f4/150/55"  # the held-out voice: no training voice shares it
-    assert INFO["spoken_accuracy"] >= 0.78 and INFO["heldout_accuracy"] >= 0.85
+    assert INFO["spoken_accuracy"] >= 0.82 and INFO["heldout_accuracy"] >= 0.92  # shipped: 0.836, 0.942
     assert set(INFO["spoken_accuracy_by_kind"]) == set(synthetic.QUESTION_KINDS)
     assert INFO["spoken_accuracy_by_kind"]["count"] >= 0.95  # heard and answered as well as typed
 
