@@ -19,7 +19,7 @@ from vita_framework.cli import SAMPLE_IMAGE
 
 pytest.importorskip("fastapi")
 
-GOOD = [{"role": "user", "content": "Tell me a story."}]
+GOOD = [{"role": "user", "content": "What colour is the circle?"}]  # the bundle answers it with a word, image or not
 LONG = (*BASE, "generation.max_new_tokens=1024", "generation.min_new_tokens=1024")
 
 
