@@ -47,14 +47,14 @@ def served(tmp_path_factory):
 
 def test_the_server_answers_as_the_cli_does(served, run_env, tmp_path):
     cli = subprocess.run([sys.executable, "-m", "vita_framework", "+vision=internvit", "+audio=none",
-                          f"images=[{SAMPLE}]", "prompt=What colour is the circle?", "stream=false",
+                          f"images=[{SAMPLE}]", "prompt=What colour is the square?", "stream=false",
                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, env=run_env, capture_output=True, text=True,
                          timeout=300)
     assert cli.returncode == 0, cli.stderr
     from PIL import Image
     from serve_helpers import image_question, png_url
 
-    status, body = chat(served, image_question(png_url(Image.open(SAMPLE)), "What colour is the circle?"))
+    status, body = chat(served, image_question(png_url(Image.open(SAMPLE)), "What colour is the square?"))
     assert status == 200 and answer(body) == cli.stdout.strip() == "purple"
 
 
