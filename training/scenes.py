@@ -48,7 +48,8 @@ class Style:
     user_share: float                          # one large filled centred shape on white
 
 
-# canvas ratios alternate between the splits (log-symmetric: a band's reciprocal is a band of the same split)
+# canvas ratios alternate between the splits (nearly log-symmetric: a band's reciprocal is about a band of the same
+# split, so tall and wide canvases are held out alike)
 TRAIN_ASPECTS = ((0.5, 0.56), (0.63, 0.71), (0.8, 1.25), (1.4, 1.6), (1.78, 2.0))
 HELDOUT_ASPECTS = ((0.56, 0.63), (0.71, 0.8), (1.25, 1.4), (1.6, 1.78))
 TRAIN_STYLE = Style(aspects=TRAIN_ASPECTS, square_share=0.35, jpeg=(45, 95), jpeg_share=0.5, noise=(0.0, 7.0),
