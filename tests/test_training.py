@@ -49,10 +49,11 @@ def test_region_labels_mark_the_cells_under_each_shape():
         scene = synthetic.example("train", index).scene
         labels = scene.region_labels(7)
         assert len(labels) == 49
+        width, height = scene.canvas()
         for shape in scene.shapes:
             label = (synthetic.SHAPES.index(shape.kind) + 1, colours.index(shape.colour) + 1,
                      places.index(shape.position) + 1)
-            if shape.diameter * min(scene.canvas()) < 40:  # smaller than a cell and a half: may cover none fully
+            if shape.diameter * min(width, height) < 40:  # smaller than a cell and a half: may cover none fully
                 continue
             assert label in labels, (index, shape)  # its kind shows where its edges are
             # every cell it covers (inside ones too, whose kind is UNSEEN): edges alone can sit lopsided when
@@ -63,7 +64,6 @@ def test_region_labels_mark_the_cells_under_each_shape():
             col = sum(k % 7 for k in cells) / len(cells)
             # the labelled cells sit where the shape is, in the square tile the canvas is resized to (a triangle's
             # area lies off the centre of its circle, towards its base: compare with the mean of its corners)
-            width, height = scene.canvas()
             corners = [(shape.centre[0] * width, shape.centre[1] * height)] if shape.kind == "circle" else \
                 scenes_module._points(shape, width, height)
             x = sum(p[0] for p in corners) / len(corners) / width

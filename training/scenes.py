@@ -36,8 +36,8 @@ class Style:
     """How a split renders scenes. The held-out split uses settings training never sees (``HELDOUT_STYLE``):
     canvas aspect ratios from the bands between training's (training spans 1:2 to 2:1, so every held-out ratio
     lies between two trained ones), stronger JPEG compression, and background hues from a band training leaves
-    out; and a share of scenes (one in six held out) is a user's first try: one large filled
-    shape, centred, on white."""
+    out; and a share of scenes (one in six held out) is a user's first try: one large filled shape, centred, on
+    white."""
 
     aspects: tuple[tuple[float, float], ...]   # ranges of width / height
     square_share: float                        # fraction of square canvases
