@@ -210,6 +210,64 @@ def test_loss_targets_are_the_answer_tokens_and_im_end_only(trainer):
     assert loss.requires_grad and correct.shape == (9,)
 
 
+def test_length_buckets_cut_where_padding_is_saved():
+    from vita_training.loop import length_buckets
+
+    # 12 one-word rows (5 tokens) and 4 descriptions (20): two buckets compute 12x5 + 4x20 = 140 tokens, not 320
+    lengths = [5, 20, 5, 5, 20, 5, 5, 5, 20, 5, 5, 5, 5, 20, 5, 5]
+    buckets = length_buckets(lengths, overhead=10)
+    assert buckets == [[0, 2, 3, 5, 6, 7, 9, 10, 11, 12, 14, 15], [1, 4, 8, 13]]
+    assert length_buckets(lengths, overhead=1000) == [list(range(16))]  # not worth a second forward
+    assert length_buckets([3, 9, 27], most=3, overhead=0) == [[0], [1], [2]]
+    assert length_buckets([7, 7, 7], overhead=0) == [[0, 1, 2]]
+
+
+def test_bucketed_forward_gives_the_plain_forwards_loss_and_gradients(trainer):
+    from vita_training.loop import length_buckets
+
+    groups = [synthetic.scene_questions("train", i, 8) for i in range(16)]  # a training step's 128 rows
+    batch = trainer.batch(groups)
+    lengths = trainer.lengths(batch)
+    assert len(set(lengths)) > 2 and max(lengths) == batch.ids.shape[1]
+    offset = trainer.prefix_len + trainer.image_rows
+    assert len(length_buckets([n - offset for n in lengths])) > 1  # the batch really is bucketed
+    params = trainer.parameters()
+    results = []
+    for shared in (True, False):
+        loss, correct = trainer.loss(batch, shared_prefix=shared)
+        grads = torch.autograd.grad(loss, params)
+        results.append((loss.item(), correct, grads))
+    (bucketed, c1, g1), (plain, c2, g2) = results
+    assert bucketed == pytest.approx(plain, rel=1e-5) and torch.equal(c1, c2)
+    # relative to each gradient's norm; a key projection's bias gets none in exact arithmetic (softmax ignores a
+    # shift shared by every key), so its float noise (~1e-9) is left out
+    gaps = [((a - b).norm() / b.norm()).item() for a, b in zip(g1, g2) if b.norm() > 1e-6]
+    assert len(gaps) >= len(g2) - 4 and max(gaps) < 1e-4
+
+
+def test_prefetched_batches_are_the_batches_made_in_order(trainer):
+    """A worker process makes the same batches, in step order, as the training process would (the warm-up's
+    rendered scenes and region labels, the answer stage's laid-out rows)."""
+    from vita_training.prefetch import batches
+    from vita_training.warmup import region_batch
+
+    def regions(step):
+        return region_batch(trainer, step * 3, 3, interior_kind=True)
+
+    def rows(step):
+        return trainer.batch([synthetic.scene_examples("train", step * 2 + i, 4) for i in range(2)])
+
+    for make in (regions, rows):
+        here, ahead = list(batches(make, 5)), list(batches(make, 5, workers=1))
+        assert len(ahead) == 5
+        for mine, theirs in zip(here, ahead):
+            if make is regions:
+                assert torch.equal(mine[0], theirs[0]) and torch.equal(mine[1], theirs[1]) and mine[2] == theirs[2]
+            else:
+                assert torch.equal(mine.ids, theirs.ids) and torch.equal(mine.pixel_values, theirs.pixel_values)
+                assert torch.equal(mine.targets, theirs.targets) and mine.image_of_row == theirs.image_of_row
+
+
 def test_training_prompts_are_the_ids_generation_prepares(trainer):
     pipe = trainer.pipe
     image_id = pipe.placeholder_ids["image"]

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import torch
 
 from vita_training import synthetic
-from vita_training.loop import Trainer
+from vita_training.loop import Batch, Trainer
+from vita_training.prefetch import batches
 from vita_training.progress import progress
 
 
@@ -35,12 +36,12 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float,
         curriculum: list[tuple[float, int]] = (), log_every: int = 20, eval_every: int = 0,
         log: Callable[[str], None] = print, stage: str = "answers", first_scene: int = 0,
-        scene_pool: int = 0) -> list[dict[str, float]]:
+        scene_pool: int = 0, workers: int = 0) -> list[dict[str, float]]:
     """Optimise the trained modules; scene ``first_scene + step * images_per_step + i`` of the train split is
     image i of step ``step`` (modulo ``scene_pool`` when set: the stage cycles through that many scenes, asking
     fresh questions each time round, and a frozen tower encodes each once), so a run is a pure function of its
     config. Returns the logged history (records tagged ``stage``; log lines start with ``step`` for stage two,
-    ``<stage> step`` otherwise)."""
+    ``<stage> step`` otherwise). ``workers``: processes preparing the batches ahead (:mod:`vita_training.prefetch`)."""
     if not trainer.parameters():
         raise ValueError(f"stage '{stage}' has nothing to train: every module is frozen")
     optimizer = torch.optim.AdamW(trainer.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -48,19 +49,25 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     running, running_acc = 0.0, 0.0
+    def make(step: int) -> Batch:
+        most = max_shapes_at(step, steps, list(curriculum))
+        slots = [step * images_per_step + i for i in range(images_per_step)]
+        if scene_pool > 0:
+            groups = [synthetic.scene_questions("train", first_scene + j % scene_pool, questions_per_image,
+                                                j // scene_pool, most) for j in slots]
+        else:
+            groups = [synthetic.scene_examples("train", first_scene + j, questions_per_image, most) for j in slots]
+        return trainer.batch(groups)
+
+    if scene_pool > 0 and trainer.feature_cache is None:
+        trainer.feature_cache = {}
+    made = batches(make, steps, workers)
     for step in progress(range(steps), desc=stage):
         trainer.set_mode(True)
         for group in optimizer.param_groups:
             group["lr"] = lr * schedule(step, steps, warmup_steps, min_lr_ratio)
         most = max_shapes_at(step, steps, list(curriculum))
-        slots = [step * images_per_step + i for i in range(images_per_step)]
-        if scene_pool > 0:
-            trainer.feature_cache = {} if trainer.feature_cache is None else trainer.feature_cache
-            groups = [synthetic.scene_questions("train", first_scene + j % scene_pool, questions_per_image,
-                                                j // scene_pool, most) for j in slots]
-        else:
-            groups = [synthetic.scene_examples("train", first_scene + j, questions_per_image, most) for j in slots]
-        batch = trainer.batch(groups)
+        batch = next(made)
         loss, correct = trainer.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

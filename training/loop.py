@@ -16,6 +16,8 @@ lets training fit in minutes on two CPU cores.
 
 from __future__ import annotations
 
+import copy
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,7 +172,8 @@ class Trainer:
             return torch.stack([cache[scene] for scene in scenes])
 
     def hidden(self, embeds: torch.Tensor, image_of_row: list[int] | None = None,
-               shared_prefix: bool = True, all_layers: bool = False) -> tuple[Any, int]:
+               shared_prefix: bool = True, all_layers: bool = False,
+               lengths: list[int] | None = None) -> tuple[Any, int]:
         """Last hidden states from position ``offset`` on (``all_layers``: every layer's, last one last);
         returns (states, offset).
 
@@ -179,6 +182,9 @@ class Trainer:
         every row asking about that image; rows are grouped by image) and then every row's question and
         answer. Mathematically the plain causal forward (rows are right-padded, so causal masking alone keeps
         padding out of every real position); far cheaper when several questions share one image.
+        ``lengths`` (each row's tokens before its padding) lets the last segment run in buckets of rows of
+        similar length (:func:`length_buckets`), each only as wide as its longest row: a one-word answer's row
+        no longer pays for a description's width. States past a row's length are then zero.
         """
         base = self.llm.model.model
         def states(out: Any) -> Any:
@@ -196,15 +202,47 @@ class Trainer:
         _repeat_rows(cache, torch.tensor([len(first)], device=embeds.device))
         positions = torch.arange(p, p + t, device=embeds.device).expand(len(first), -1)
         base(inputs_embeds=embeds[first, p: p + t], cache=cache, position_ids=positions, use_cache=True)
-        _repeat_rows(cache, repeats)
-        positions = torch.arange(p + t, width, device=embeds.device).expand(rows, -1)
-        out = base(inputs_embeds=embeds[:, p + t:], cache=cache, position_ids=positions, use_cache=True,
-                   output_hidden_states=all_layers)
-        return states(out), p + t
+        offset = p + t
+        buckets = length_buckets([n - offset for n in lengths]) if lengths is not None else [list(range(rows))]
+        if len(buckets) == 1 and len(buckets[0]) == rows and lengths is None:
+            _repeat_rows(cache, repeats)
+            positions = torch.arange(offset, width, device=embeds.device).expand(rows, -1)
+            out = base(inputs_embeds=embeds[:, offset:], cache=cache, position_ids=positions, use_cache=True,
+                       output_hidden_states=all_layers)
+            return states(out), offset
+        image_index = torch.repeat_interleave(torch.arange(len(first), device=embeds.device), repeats)
+        parts = []
+        for bucket in buckets:
+            span = max(lengths[r] for r in bucket) - offset
+            index = torch.tensor(bucket, device=embeds.device)
+            positions = torch.arange(offset, offset + span, device=embeds.device).expand(len(bucket), -1)
+            out = base(inputs_embeds=embeds[index, offset: offset + span], cache=_rows_of(cache, image_index[index]),
+                       position_ids=positions, use_cache=True, output_hidden_states=all_layers)
+            parts.append((index, span, states(out)))
+
+        def assemble(pick: Any) -> torch.Tensor:  # each bucket's states back in row order, zero-padded
+            full = None
+            for index, span, got in parts:
+                got = pick(got)
+                if full is None:
+                    full = got.new_zeros(rows, width - offset, got.shape[-1])
+                full = full.index_copy(0, index, torch.nn.functional.pad(got, (0, 0, 0, width - offset - span)))
+            return full
+
+        if all_layers:
+            return tuple(assemble(lambda got, i=i: got[i]) for i in range(len(parts[0][2]))), offset
+        return assemble(lambda got: got), offset
+
+    @staticmethod
+    def lengths(batch: Batch) -> list[int]:
+        """Each row's tokens before its right padding: its last answer token (the last target) ends it."""
+        width = batch.targets.shape[1]
+        return (width - batch.targets.flip(1).int().argmax(1)).tolist()
 
     def loss(self, batch: Batch, shared_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over answer tokens, and per row whether every answer token is the argmax."""
-        hidden, offset = self.hidden(self.embeds(batch), batch.image_of_row, shared_prefix)
+        hidden, offset = self.hidden(self.embeds(batch), batch.image_of_row, shared_prefix,
+                                     lengths=self.lengths(batch))
         return self.answer_loss(hidden, offset, batch)
 
     @staticmethod
@@ -233,7 +271,7 @@ class Trainer:
         with torch.no_grad():
             embeds = self.embeds(batch)
             plain, _ = self.hidden(embeds, shared_prefix=False)
-            shared, offset = self.hidden(embeds, batch.image_of_row, shared_prefix=True)
+            shared, offset = self.hidden(embeds, batch.image_of_row, shared_prefix=True, lengths=self.lengths(batch))
             diff = (plain[:, offset:] - shared)[batch.targets[:, offset:]].abs().max().item()
         if diff > atol:
             raise RuntimeError(f"the shared-prefix forward differs from the plain forward by {diff:.2e}")
@@ -257,3 +295,37 @@ def _repeat_rows(cache: Any, repeats: torch.Tensor) -> None:
 
     for layer in cache.layers:
         layer.keys, layer.values = grow(layer.keys), grow(layer.values)
+
+
+def _rows_of(cache: Any, index: torch.Tensor) -> Any:
+    """A copy of a transformers ``DynamicCache`` holding rows ``index`` of ``cache`` (differentiably): each
+    length bucket extends its own, so the buckets do not see one another's keys."""
+    picked = copy.copy(cache)
+    picked.layers = []
+    for layer in cache.layers:
+        mine = copy.copy(layer)
+        mine.keys, mine.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+        picked.layers.append(mine)
+    return picked
+
+
+def length_buckets(lengths: list[int], most: int = 3, overhead: int = 256) -> list[list[int]]:
+    """Rows (indices into ``lengths``) split into at most ``most`` buckets by length, choosing the cut points
+    that minimise the padded tokens the buckets compute (each bucket as wide as its longest row), where a
+    further bucket must save more than ``overhead`` tokens (its own forward's fixed cost)."""
+    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
+    values = [lengths[r] for r in order]
+    cuts = [i for i in range(1, len(values)) if values[i] != values[i - 1]]
+
+    def cost(bounds: list[int]) -> int:
+        edges = [0, *bounds, len(values)]
+        return sum((b - a) * values[b - 1] for a, b in itertools.pairwise(edges)) + overhead * len(bounds)
+
+    best: list[int] = []
+    for k in range(1, most):
+        for bounds in map(list, itertools.combinations(cuts, k)):
+            if cost(bounds) < cost(best):
+                best = bounds
+    edges = [0, *best, len(values)]
+    return [sorted(order[a:b]) for a, b in itertools.pairwise(edges)]
+

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 
 from .fitting import fit
@@ -42,6 +43,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
     learned = list(trainer.trained)
     seconds: dict[str, float] = {}
     pool = int(cfg.get("scene_pool", 0) or 0)
+    workers = int(cfg.get("workers", 0) or 0)
     shared = dict(
         min_lr_ratio=float(cfg.min_lr_ratio),
         weight_decay=float(cfg.weight_decay),
@@ -50,10 +52,14 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
         eval_every=int(cfg.eval_every),
         log=_log,
         scene_pool=pool,
+        workers=workers,
     )
 
     t0 = time.perf_counter()
     warmup = cfg.vision_warmup
+    threads = torch.get_num_threads()
+    if workers > 0:  # a tower step this small gains little from a second thread: that core renders instead
+        torch.set_num_threads(max(1, threads - workers))
     history = warm_up_vision(
         trainer,
         steps=int(warmup.steps),
@@ -65,7 +71,9 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
         log=_log,
         scene_pool=pool,
         interior_kind=bool(warmup.get("interior_kind", False)),
+        workers=workers,
     )
+    torch.set_num_threads(threads)
     seconds["warmup_s"] = time.perf_counter() - t0
 
     align = cfg.align
@@ -126,7 +134,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
             warmup_steps=int(spoken.warmup_steps),
             stage="speech",
             first_scene=0 if pool else SPEECH_FIRST_SCENE,
-            **shared,
+            **{**shared, "workers": int(spoken.get("workers", 0) or 0)},
         )
         trainer.spoken_share = 0.0
         trainer.distill = 0.0

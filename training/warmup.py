@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from vita_training import synthetic
+from vita_training.prefetch import batches
 from vita_training.progress import progress
 
 # scenes of this stage come from their own range of the train split, apart from stage two's
@@ -85,10 +86,11 @@ def region_batch(trainer, first: int, count: int, pool: int = 0,
 
 def warm_up_vision(trainer, *, steps: int, images_per_step: int, lr: float, weight_decay: float = 0.01,
                    grad_clip: float = 1.0, log_every: int = 50, log: Callable[[str], None] = print,
-                   scene_pool: int = 0, interior_kind: bool = False) -> list[dict[str, float]]:
+                   scene_pool: int = 0, interior_kind: bool = False, workers: int = 0) -> list[dict[str, float]]:
     """Train the tower and projector (when the trainer trains them) to label every image token's region
     (``scene_pool``: cycle through the answer stages' pool of scenes, see :func:`region_batch`;
-    ``interior_kind``: tokens inside a shape learn its kind too, see ``Scene.region_labels``)."""
+    ``interior_kind``: tokens inside a shape learn its kind too, see ``Scene.region_labels``; ``workers``:
+    processes rendering the scenes ahead, :mod:`vita_training.prefetch`)."""
     modules = [trainer.modules[name] for name in ("vision", "projector") if name in trainer.trained]
     if steps <= 0 or not modules:
         return []
@@ -104,11 +106,14 @@ def warm_up_vision(trainer, *, steps: int, images_per_step: int, lr: float, weig
     running_loss, hits, shapes_seen = 0.0, 0, 0
     head_hits = torch.zeros(3)  # tokens on a shape whose kind, colour, position label is right
     object_hits, objects_seen = 0, 0  # shapes whose kind the pooled tokens tell
+    def make(step: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+        return region_batch(trainer, step * images_per_step, images_per_step, scene_pool, interior_kind)
+
+    made = batches(make, steps, workers)
     for step in progress(range(steps), desc="vision warm-up"):
         for group in optimizer.param_groups:  # cosine decay to 5 % over the stage
             group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        pixels, labels, scenes = region_batch(trainer, step * images_per_step, images_per_step, scene_pool,
-                                              interior_kind)
+        pixels, labels, scenes = next(made)
         labels = labels.to(param.device)
         if scene_pool and trainer.feature_cache is None:
             trainer.feature_cache = {}
