@@ -227,6 +227,8 @@ def test_bucketed_forward_gives_the_plain_forwards_loss_and_gradients(trainer):
 
     groups = [synthetic.scene_questions("train", i, 8) for i in range(16)]  # a training step's 128 rows
     batch = trainer.batch(groups)
+    assert trainer.lengths(batch) is None  # length_buckets 1 (the default): one segment
+    trainer.length_buckets = 3
     lengths = trainer.lengths(batch)
     assert len(set(lengths)) > 2 and max(lengths) == batch.ids.shape[1]
     offset = trainer.prefix_len + trainer.image_rows
@@ -237,6 +239,7 @@ def test_bucketed_forward_gives_the_plain_forwards_loss_and_gradients(trainer):
         loss, correct = trainer.loss(batch, shared_prefix=shared)
         grads = torch.autograd.grad(loss, params)
         results.append((loss.item(), correct, grads))
+    trainer.length_buckets = 1
     (bucketed, c1, g1), (plain, c2, g2) = results
     assert bucketed == pytest.approx(plain, rel=1e-5) and torch.equal(c1, c2)
     # relative to each gradient's norm; a key projection's bias gets none in exact arithmetic (softmax ignores a

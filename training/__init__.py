@@ -112,6 +112,7 @@ def run(cfg: Any, task_overrides: list[str] | None = None) -> dict[str, Any]:
             set_cmvn(trainer.audio, cmvn)
     else:
         trainer = Trainer(pipe, **flags)
+    trainer.length_buckets = int(cfg.get("length_buckets", 1) or 1)
     trainer.check_prompt(synthetic.example("train", 0))
     if bank is not None:
         trainer.check_spoken_prompt(synthetic.example("train", 0))

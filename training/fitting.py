@@ -49,6 +49,7 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     running, running_acc = 0.0, 0.0
+
     def make(step: int) -> Batch:
         most = max_shapes_at(step, steps, list(curriculum))
         slots = [step * images_per_step + i for i in range(images_per_step)]

@@ -61,6 +61,8 @@ class Trainer:
         #: each scene once); None: off
         self.feature_cache: dict[Any, torch.Tensor] | None = None
         self.trained: list[str] = []
+        #: most buckets of rows by length in the question-and-answer segment (:meth:`hidden`); 1: one segment
+        self.length_buckets = 1
         self.learn([name for name, on in zip(self.modules, (train_vision, train_projector, train_llm)) if on])
         self.prefix_len = self._common_prefix()
         # LLM positions one image takes (after the projector and the fusion): what the shared prefix repeats
@@ -203,7 +205,8 @@ class Trainer:
         positions = torch.arange(p, p + t, device=embeds.device).expand(len(first), -1)
         base(inputs_embeds=embeds[first, p: p + t], cache=cache, position_ids=positions, use_cache=True)
         offset = p + t
-        buckets = length_buckets([n - offset for n in lengths]) if lengths is not None else [list(range(rows))]
+        buckets = [list(range(rows))] if lengths is None else \
+            length_buckets([n - offset for n in lengths], most=self.length_buckets)
         if len(buckets) == 1 and len(buckets[0]) == rows and lengths is None:
             _repeat_rows(cache, repeats)
             positions = torch.arange(offset, width, device=embeds.device).expand(rows, -1)
@@ -233,9 +236,12 @@ class Trainer:
             return tuple(assemble(lambda got, i=i: got[i]) for i in range(len(parts[0][2]))), offset
         return assemble(lambda got: got), offset
 
-    @staticmethod
-    def lengths(batch: Batch) -> list[int]:
-        """Each row's tokens before its right padding: its last answer token (the last target) ends it."""
+    def lengths(self, batch: Batch) -> list[int] | None:
+        """Each row's tokens before its right padding (its last answer token, the last target, ends it), which
+        :meth:`hidden` buckets rows by; None with ``length_buckets`` 1 (one segment, as bundles trained before
+        buckets existed were)."""
+        if self.length_buckets <= 1:
+            return None
         width = batch.targets.shape[1]
         return (width - batch.targets.flip(1).int().argmax(1)).tolist()
 
