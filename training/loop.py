@@ -205,14 +205,13 @@ class Trainer:
         positions = torch.arange(p, p + t, device=embeds.device).expand(len(first), -1)
         base(inputs_embeds=embeds[first, p: p + t], cache=cache, position_ids=positions, use_cache=True)
         offset = p + t
-        buckets = [list(range(rows))] if lengths is None else \
-            length_buckets([n - offset for n in lengths], most=self.length_buckets)
-        if len(buckets) == 1 and len(buckets[0]) == rows and lengths is None:
+        if lengths is None:
             _repeat_rows(cache, repeats)
             positions = torch.arange(offset, width, device=embeds.device).expand(rows, -1)
             out = base(inputs_embeds=embeds[:, offset:], cache=cache, position_ids=positions, use_cache=True,
                        output_hidden_states=all_layers)
             return states(out), offset
+        buckets = length_buckets([n - offset for n in lengths], most=self.length_buckets)
         image_index = torch.repeat_interleave(torch.arange(len(first), device=embeds.device), repeats)
         parts = []
         for bucket in buckets:
@@ -334,4 +333,3 @@ def length_buckets(lengths: list[int], most: int = 3, overhead: int = 256) -> li
                 best = bounds
     edges = [0, *best, len(values)]
     return [sorted(order[a:b]) for a, b in itertools.pairwise(edges)]
-
