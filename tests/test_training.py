@@ -211,7 +211,7 @@ def test_loss_targets_are_the_answer_tokens_and_im_end_only(trainer):
 
 
 def test_length_buckets_cut_where_padding_is_saved():
-    from vita_training.loop import length_buckets
+    from vita_training.buckets import length_buckets
 
     # 12 one-word rows (5 tokens) and 4 descriptions (20): two buckets compute 12x5 + 4x20 = 140 tokens, not 320
     lengths = [5, 20, 5, 5, 20, 5, 5, 5, 20, 5, 5, 5, 5, 20, 5, 5]
@@ -223,7 +223,7 @@ def test_length_buckets_cut_where_padding_is_saved():
 
 
 def test_bucketed_forward_gives_the_plain_forwards_loss_and_gradients(trainer):
-    from vita_training.loop import length_buckets
+    from vita_training.buckets import length_buckets
 
     groups = [synthetic.scene_questions("train", i, 8) for i in range(16)]  # a training step's 128 rows
     batch = trainer.batch(groups)

@@ -16,8 +16,6 @@ lets training fit in minutes on two CPU cores.
 
 from __future__ import annotations
 
-import copy
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,7 @@ import torch
 from vita_framework.prompt import PromptTokens, layout_user_text, system_prompt_key
 from vita_framework.request import Request
 from vita_training import synthetic
+from vita_training.buckets import length_buckets, rows_of
 
 
 @dataclass
@@ -185,8 +184,8 @@ class Trainer:
         answer. Mathematically the plain causal forward (rows are right-padded, so causal masking alone keeps
         padding out of every real position); far cheaper when several questions share one image.
         ``lengths`` (each row's tokens before its padding) lets the last segment run in buckets of rows of
-        similar length (:func:`length_buckets`), each only as wide as its longest row: a one-word answer's row
-        no longer pays for a description's width. States past a row's length are then zero.
+        similar length (:func:`vita_training.buckets.length_buckets`), each only as wide as its longest row: a
+        one-word answer's row no longer pays for a description's width. States past a row's length are then zero.
         """
         base = self.llm.model.model
         def states(out: Any) -> Any:
@@ -218,7 +217,7 @@ class Trainer:
             span = max(lengths[r] for r in bucket) - offset
             index = torch.tensor(bucket, device=embeds.device)
             positions = torch.arange(offset, offset + span, device=embeds.device).expand(len(bucket), -1)
-            out = base(inputs_embeds=embeds[index, offset: offset + span], cache=_rows_of(cache, image_index[index]),
+            out = base(inputs_embeds=embeds[index, offset: offset + span], cache=rows_of(cache, image_index[index]),
                        position_ids=positions, use_cache=True, output_hidden_states=all_layers)
             parts.append((index, span, states(out)))
 
@@ -301,35 +300,3 @@ def _repeat_rows(cache: Any, repeats: torch.Tensor) -> None:
     for layer in cache.layers:
         layer.keys, layer.values = grow(layer.keys), grow(layer.values)
 
-
-def _rows_of(cache: Any, index: torch.Tensor) -> Any:
-    """A copy of a transformers ``DynamicCache`` holding rows ``index`` of ``cache`` (differentiably): each
-    length bucket extends its own, so the buckets do not see one another's keys."""
-    picked = copy.copy(cache)
-    picked.layers = []
-    for layer in cache.layers:
-        mine = copy.copy(layer)
-        mine.keys, mine.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
-        picked.layers.append(mine)
-    return picked
-
-
-def length_buckets(lengths: list[int], most: int = 3, overhead: int = 256) -> list[list[int]]:
-    """Rows (indices into ``lengths``) split into at most ``most`` buckets by length, choosing the cut points
-    that minimise the padded tokens the buckets compute (each bucket as wide as its longest row), where a
-    further bucket must save more than ``overhead`` tokens (its own forward's fixed cost)."""
-    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
-    values = [lengths[r] for r in order]
-    cuts = [i for i in range(1, len(values)) if values[i] != values[i - 1]]
-
-    def cost(bounds: list[int]) -> int:
-        edges = [0, *bounds, len(values)]
-        return sum((b - a) * values[b - 1] for a, b in itertools.pairwise(edges)) + overhead * len(bounds)
-
-    best: list[int] = []
-    for k in range(1, most):
-        for bounds in map(list, itertools.combinations(cuts, k)):
-            if cost(bounds) < cost(best):
-                best = bounds
-    edges = [0, *best, len(values)]
-    return [sorted(order[a:b]) for a, b in itertools.pairwise(edges)]

@@ -145,14 +145,12 @@ class SpokenTrainer(Trainer):
         what the model should hold at every layer to get there -- which shape it is looking for, say."""
         if batch.teacher is None:
             return super().loss(batch, shared_prefix)
-        tiles = self.image_tiles(batch)  # the same images in both forwards: tower and projector run once
-        layers, offset = self.hidden(self.embeds(batch, tiles), batch.image_of_row, shared_prefix, all_layers=True,
-                                     lengths=self.lengths(batch))
+        tiles, images = self.image_tiles(batch), batch.image_of_row  # the same images in both forwards: run once
+        layers, offset = self.hidden(self.embeds(batch, tiles), images, shared_prefix, True, self.lengths(batch))
         loss, correct = self.answer_loss(layers[-1], offset, batch)
         with torch.no_grad():
             typed, typed_offset = self.hidden(self.embeds(batch.teacher, [t.detach() for t in tiles]),
-                                              batch.image_of_row, shared_prefix, all_layers=True,
-                                              lengths=self.lengths(batch.teacher))
+                                              batch.image_of_row, shared_prefix, True, self.lengths(batch.teacher))
         rows, cols, _ = self.predicting(batch, offset)
         typed_rows, typed_cols, _ = self.predicting(batch.teacher, typed_offset)
         aloud = batch.spoken[rows]
