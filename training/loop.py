@@ -299,4 +299,3 @@ def _repeat_rows(cache: Any, repeats: torch.Tensor) -> None:
 
     for layer in cache.layers:
         layer.keys, layer.values = grow(layer.keys), grow(layer.values)
-

@@ -106,6 +106,7 @@ def warm_up_vision(trainer, *, steps: int, images_per_step: int, lr: float, weig
     running_loss, hits, shapes_seen = 0.0, 0, 0
     head_hits = torch.zeros(3)  # tokens on a shape whose kind, colour, position label is right
     object_hits, objects_seen = 0, 0  # shapes whose kind the pooled tokens tell
+
     def make(step: int) -> tuple[torch.Tensor, torch.Tensor, list]:
         return region_batch(trainer, step * images_per_step, images_per_step, scene_pool, interior_kind)
 
