@@ -271,6 +271,49 @@ def test_prefetched_batches_are_the_batches_made_in_order(trainer):
                 assert torch.equal(mine.targets, theirs.targets) and mine.image_of_row == theirs.image_of_row
 
 
+def test_average_from_names_the_first_averaged_step_and_refuses_what_is_not_a_fraction():
+    from vita_framework.errors import ConfigError
+    from vita_training.averaging import average_start
+
+    assert average_start(None, 2000, "speech.average_from") is None
+    assert average_start(0.5, 2000, "speech.average_from") == 1000 and average_start(0, 7, "x") == 0
+    for bad in (1.0, -0.1, True, "half"):
+        with pytest.raises(ConfigError, match=r"speech\.average_from must be null \(no averaging\) or a fraction "
+                                              r"of the stage's steps in \[0, 1\)"):
+            average_start(bad, 2000, "speech.average_from")
+
+
+def test_a_stage_with_average_from_ends_on_the_mean_of_its_later_weights(monkeypatch):
+    """``fit`` folds the weights after each step from ``average_start`` on into their mean and leaves the modules
+    holding it; the steps before are left out (a spy records the weights the real average sees)."""
+    from vita_training import averaging, fitting
+    from vita_training.loop import Trainer
+
+    pipe = vita_framework.build(["+vision=internvit", "+audio=none", "device=cpu"])
+    trainer = Trainer(pipe, train_vision=False, train_projector=True, train_llm=False)
+    seen = []
+
+    class Spy(averaging.WeightAverage):
+        def update(self, step):
+            super().update(step)
+            seen.append((step, [p.detach().clone() for p in self.params]))
+
+    monkeypatch.setattr(fitting, "WeightAverage", Spy)
+    lines = []
+    history = fitting.fit(trainer, steps=4, images_per_step=2, questions_per_image=2, lr=1e-2, warmup_steps=1,
+                          min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, log_every=2, eval_every=2,
+                          log=lines.append, average_start=2)
+    assert [step for step, _ in seen] == [0, 1, 2, 3]
+    (_, third), (_, fourth) = seen[2:]
+    for param, a, b in zip(trainer.parameters(), third, fourth, strict=True):
+        assert not torch.equal(a, b)  # the weights moved between the two averaged steps
+        torch.testing.assert_close(param.detach(), (a + b) / 2, rtol=1e-6, atol=1e-7)
+    assert {k: v for k, v in history[-1].items() if k != "averaged_heldout_row_acc"} == {
+        "stage": "answers", "step": 4, "averaged_steps": 2}
+    assert 0 <= history[-1]["averaged_heldout_row_acc"] <= 1
+    assert lines[-1].startswith("answers: weights averaged over the last 2 steps (from step 3)  heldout acc ")
+
+
 def test_training_prompts_are_the_ids_generation_prepares(trainer):
     pipe = trainer.pipe
     image_id = pipe.placeholder_ids["image"]
@@ -304,7 +347,7 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espe
            "steps=2", "images_per_step=2", "questions_per_image=2", "speech.steps=2", "speech.images_per_step=2",
            "speech.questions_per_image=2", "speech.warmup.steps=2", "speech.warmup.clips=4", "heldout=4",
            "log_every=1", "eval_every=0", "arch.vision_layers=1", "arch.llm_layers=1", "speech.arch.num_blocks=1",
-           f"hydra.run.dir={out}"]
+           "speech.average_from=0.5", f"hydra.run.dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=run_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in ("vision step     2", "\nstep     2  shapes<=", "speech warm-up step     2", "speech step     2"):
@@ -319,7 +362,9 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espe
     by_canvas = info["heldout_accuracy_by_canvas"]
     assert sorted(by_canvas) == ["spoken", "typed"] and sum(r["questions"] for r in by_canvas["typed"].values()) == 4
     stages = [h["stage"] for h in json.loads((out / "history.json").read_text())]
-    assert stages == ["vision"] * 2 + ["answers"] * 2 + ["speech_warmup"] * 3 + ["speech"] * 2  # 3rd: held-out voice
+    # the 3rd speech warm-up record: the held-out voice; the 3rd speech one: the weights averaged over its last step
+    assert stages == ["vision"] * 2 + ["answers"] * 2 + ["speech_warmup"] * 3 + ["speech"] * 3
+    assert "speech: weights averaged over the last 1 steps (from step 2)" in proc.stderr
     assert "speech warm-up: the held-out voice (en-029+f4/150/55) asks " in proc.stderr
     assert not (out / "bundle.init").exists()
     config = json.loads((out / "bundle" / "config.json").read_text())

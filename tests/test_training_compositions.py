@@ -167,6 +167,9 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
             plan_run(compose_training(f"speech.learn_encoder={bad}"), [])
         with pytest.raises(ConfigError, match=r"pad_to_square must be true, false or null \(the tower's own choice\)"):
             plan_run(compose_training(f"pad_to_square={bad}"), [])
+    with pytest.raises(ValidationErrors) as info:  # both stages' averaging options, named
+        plan_run(compose_training("average_from=1.5", "speech.average_from=half"), [])
+    assert [p.split(" must be")[0] for p in info.value.problems] == ["average_from", "speech.average_from"]
     # what can be trained: the quick preset on a swapped tower (fresh tower and projector), the shipped recipe
     plan = plan_run(compose_training("+vision=timm", "train=quick"), ["+vision=timm", "train=quick", "seed=1"])
     assert plan.replaced == ["vision", "projector"] and sorted(plan.untrained) == ["projector", "vision"]

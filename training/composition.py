@@ -85,6 +85,7 @@ def run_config(cfg: Any, checkpoint: Any, *, device: str = "cpu", seed: int = 0)
 def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
     """Check the training config against its composition; raise :class:`ValidationErrors` listing every
     problem (with the option to change), else return the :class:`Plan`. Reads configs only."""
+    from .averaging import average_problems
     from .bundle import weight_prefixes
 
     problems: list[str] = []
@@ -111,6 +112,7 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
     replaced = [k for k, same in (("vision", same_vision), ("projector", same_projector)) if not same]
     audio_component = str((cfg.get("audio") or {}).get("component", "none"))
     problems += speech_problems(cfg, audio_component)
+    problems += average_problems(cfg)
     fresh_audio = audio_component == "whale" and (init == "random" or not default_has_audio())
     replaced += ["audio"] if fresh_audio else []
     untrained: dict[str, str] = {}

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from vita_training import synthetic
+from vita_training.averaging import WeightAverage
 from vita_training.loop import Batch, Trainer
 from vita_training.prefetch import batches
 from vita_training.progress import progress
@@ -36,12 +37,14 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         warmup_steps: int, min_lr_ratio: float, weight_decay: float, grad_clip: float,
         curriculum: list[tuple[float, int]] = (), log_every: int = 20, eval_every: int = 0,
         log: Callable[[str], None] = print, stage: str = "answers", first_scene: int = 0,
-        scene_pool: int = 0, workers: int = 0) -> list[dict[str, float]]:
+        scene_pool: int = 0, workers: int = 0, average_start: int | None = None) -> list[dict[str, float]]:
     """Optimise the trained modules; scene ``first_scene + step * images_per_step + i`` of the train split is
     image i of step ``step`` (modulo ``scene_pool`` when set: the stage cycles through that many scenes, asking
     fresh questions each time round, and a frozen tower encodes each once), so a run is a pure function of its
     config. Returns the logged history (records tagged ``stage``; log lines start with ``step`` for stage two,
-    ``<stage> step`` otherwise). ``workers``: processes preparing the batches ahead (:mod:`vita_training.prefetch`)."""
+    ``<stage> step`` otherwise). ``workers``: processes preparing the batches ahead (:mod:`vita_training.prefetch`).
+    ``average_start``: the stage ends with its weights' mean over the steps from this one on
+    (:mod:`vita_training.averaging`; None: the last step's weights)."""
     if not trainer.parameters():
         raise ValueError(f"stage '{stage}' has nothing to train: every module is frozen")
     optimizer = torch.optim.AdamW(trainer.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -49,6 +52,7 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     running, running_acc = 0.0, 0.0
+    average = WeightAverage(trainer.parameters(), average_start) if average_start is not None else None
 
     def make(step: int) -> Batch:
         most = max_shapes_at(step, steps, list(curriculum))
@@ -74,6 +78,8 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainer.parameters(), grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update(step)
         running += loss.item()
         running_acc += correct.float().mean().item()
         if (step + 1) % log_every == 0 or step + 1 == steps:
@@ -94,4 +100,13 @@ def fit(trainer: Trainer, *, steps: int, images_per_step: int, questions_per_ima
             log(line)
             running, running_acc = 0.0, 0.0
     trainer.set_mode(False)
+    if average is not None and steps > 0:
+        averaged = average.apply()
+        record = {"stage": stage, "step": steps, "averaged_steps": averaged}
+        if eval_every:
+            with torch.no_grad():
+                record["averaged_heldout_row_acc"] = trainer.loss(probe)[1].float().mean().item()
+        history.append(record)
+        log(f"{stage}: weights averaged over the last {averaged} steps (from step {average_start + 1})"
+            + (f"  heldout acc {record['averaged_heldout_row_acc']:.3f}" if eval_every else ""))
     return history

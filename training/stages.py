@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from .averaging import average_start
 from .fitting import fit
 from .loop import Trainer
 from .warmup import warm_up_vision
@@ -104,6 +105,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
             lr=float(cfg.lr),
             warmup_steps=int(cfg.warmup_steps),
             curriculum=[tuple(c) for c in OmegaConf.to_container(cfg.curriculum, resolve=True)],
+            average_start=average_start(cfg.get("average_from"), int(cfg.steps), "average_from"),
             **shared,
         )
         seconds["answers_s"] = time.perf_counter() - t0
@@ -140,6 +142,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
             warmup_steps=int(spoken.warmup_steps),
             stage="speech",
             first_scene=0 if pool else SPEECH_FIRST_SCENE,
+            average_start=average_start(spoken.get("average_from"), int(spoken.steps), "speech.average_from"),
             **{**shared, "workers": int(spoken.get("workers", 0) or 0)},
         )
         trainer.spoken_share = 0.0
