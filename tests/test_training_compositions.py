@@ -234,3 +234,38 @@ def test_the_recipe_pads_a_tower_that_can_unless_its_own_option_says():
     kept = compose_training("+vision=internvit", "vision.pad_to_square=false", "pad_to_square=true")
     assert run_config(kept, "null").vision.pad_to_square is False
     assert "pad_to_square" not in run_config(compose_training("+vision=timm", "pad_to_square=true"), "null").vision
+
+
+# settings that change how fast a run goes, never its bytes (vita_training.prefetch; checked by
+# test_prefetched_batches_are_the_batches_made_in_order)
+SPEED_ONLY = {"workers", "speech.workers"}
+
+
+def test_the_default_recipe_is_the_config_the_embedded_bundle_was_trained_with():
+    """`python -m vita_framework.train` with no options reproduces the embedded bundle: the config it composes
+    is the bundle's recorded `train_config`, key by key, but for where it writes and the speed-only settings."""
+    from omegaconf import OmegaConf
+
+    from vita_framework.weights import default_bundle_path
+
+    def flat(tree, prefix=""):
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    cfg = compose_training()
+    OmegaConf.set_struct(cfg, False)
+    del cfg["output_dir"]  # ${hydra:runtime.output_dir}: a run's own directory
+    recipe = flat(OmegaConf.to_container(cfg, resolve=True))
+    info = json.loads((default_bundle_path() / "bundle_info.json").read_text())
+    shipped = flat(info["train_config"])
+    shipped.pop("output_dir")
+    differing = {key: (recipe.get(key, "<missing>"), shipped.get(key, "<missing>"))
+                 for key in recipe.keys() | shipped.keys()
+                 if key not in SPEED_ONLY and recipe.get(key, "<missing>") != shipped.get(key, "<missing>")}
+    assert not differing, f"recipe against the embedded bundle's train_config: {differing}"
+    assert len(recipe) > 90

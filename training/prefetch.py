@@ -3,7 +3,9 @@
 Why: a vision warm-up step renders 16 scenes and their region labels (about a quarter of the step on one
 core) before a tower step that is too small to use a second core's threads well; rendered by a worker on the
 other core, that time is hidden. Every batch is a pure function of its step index (the scenes are drawn from
-their index), so a run gives the same batches with or without workers.
+their index), so a run gives the same batches with or without workers. The loader seeds its workers from a
+generator of its own: drawn from the global RNG, that seed would shift every later draw from it (the speech
+warm-up's head), and a run with workers would no longer give the bytes of one without.
 """
 
 from __future__ import annotations
@@ -43,5 +45,5 @@ def batches(make: Callable[[int], T], steps: int, workers: int = 0) -> Iterator[
 
     loader = torch.utils.data.DataLoader(_Steps(make, steps), batch_size=None, shuffle=False, num_workers=workers,
                                          prefetch_factor=4, multiprocessing_context="fork",
-                                         worker_init_fn=_one_thread)
+                                         worker_init_fn=_one_thread, generator=torch.Generator().manual_seed(0))
     yield from loader
