@@ -310,7 +310,7 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espe
            "steps=2", "images_per_step=2", "questions_per_image=2", "speech.steps=2", "speech.images_per_step=2",
            "speech.questions_per_image=2", "speech.warmup.steps=2", "speech.warmup.clips=4", "heldout=4",
            "log_every=1", "eval_every=0", "arch.vision_layers=1", "arch.llm_layers=1", "speech.arch.num_blocks=1",
-           "speech.average_from=0.5", f"hydra.run.dir={out}"]
+           "speech.average_from=0.5", "speech.threads=2", "speech.workers=1", f"hydra.run.dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=run_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for line in ("vision step     2", "\nstep     2  shapes<=", "speech warm-up step     2", "speech step     2"):
@@ -329,6 +329,7 @@ def test_training_entry_writes_a_bundle_the_loader_reads(tmp_path, run_env, espe
     assert stages == ["vision"] * 2 + ["answers"] * 2 + ["speech_warmup"] * 3 + ["speech"] * 3
     assert "speech: weights averaged over the last 1 steps (from step 2)" in proc.stderr
     assert "speech warm-up: the held-out voice (en-029+f4/150/55) asks " in proc.stderr
+    assert "speech: 2 torch threads (speech.threads)" in proc.stderr and info["torch_threads"] == 1
     assert not (out / "bundle.init").exists()
     config = json.loads((out / "bundle" / "config.json").read_text())
     assert config["mm_audio_encoder"] == "audio-encoder-tiny"

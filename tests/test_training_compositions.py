@@ -167,6 +167,13 @@ def test_compositions_that_cannot_be_trained_as_asked_are_refused_with_the_fix()
             plan_run(compose_training(f"speech.learn_encoder={bad}"), [])
         with pytest.raises(ConfigError, match=r"pad_to_square must be true, false or null \(the tower's own choice\)"):
             plan_run(compose_training(f"pad_to_square={bad}"), [])
+    with pytest.raises(ValidationErrors) as info:  # counts torch or the loader would refuse mid-run, named up front
+        plan_run(compose_training("threads=0", "workers=-1", "speech.threads=two", "speech.workers=1.5"), [])
+    assert info.value.problems == ["threads must be a whole number >= 1; got 0",
+                                   "workers must be a whole number >= 0; got -1",
+                                   "speech.threads must be a whole number >= 1 or null (as `threads`); got 'two'",
+                                   "speech.workers must be a whole number >= 0; got 1.5"]
+    plan_run(compose_training("threads=2", "workers=1", "speech.threads=1", "speech.workers=1"), [])
     with pytest.raises(ValidationErrors) as info:  # both stages' averaging options, named
         plan_run(compose_training("average_from=1.5", "speech.average_from=half"), [])
     assert [p.split(" must be")[0] for p in info.value.problems] == ["average_from", "speech.average_from"]
@@ -239,6 +246,8 @@ def test_the_recipe_pads_a_tower_that_can_unless_its_own_option_says():
 # settings that change how fast a run goes, never its bytes (vita_training.prefetch; checked by
 # test_prefetched_batches_are_the_batches_made_in_order)
 SPEED_ONLY = {"workers", "speech.workers"}
+# options added after the embedded bundle was trained, at the value that does what the code did before them
+ADDED_SINCE = {"speech.threads": None}
 
 
 def test_the_default_recipe_is_the_config_the_embedded_bundle_was_trained_with():
@@ -264,6 +273,7 @@ def test_the_default_recipe_is_the_config_the_embedded_bundle_was_trained_with()
     info = json.loads((default_bundle_path() / "bundle_info.json").read_text())
     shipped = flat(info["train_config"])
     shipped.pop("output_dir")
+    shipped = {**{k: v for k, v in ADDED_SINCE.items() if k not in shipped}, **shipped}
     differing = {key: (recipe.get(key, "<missing>"), shipped.get(key, "<missing>"))
                  for key in recipe.keys() | shipped.keys()
                  if key not in SPEED_ONLY and recipe.get(key, "<missing>") != shipped.get(key, "<missing>")}

@@ -99,6 +99,7 @@ def plan_run(cfg: Any, task_overrides: list[str]) -> Plan:
     pad = cfg.get("pad_to_square")
     if pad is not None and not isinstance(pad, bool):
         problems.append(f"pad_to_square must be true, false or null (the tower's own choice); got {pad!r}")
+    problems += count_problems(cfg)
     learn = {name: bool((cfg.get("learn") or {}).get(name, False)) for name in LEARNABLE}
     unknown = sorted(set(cfg.get("learn") or {}) - set(LEARNABLE))
     problems += [f"unknown option learn.{k}; valid: {', '.join(f'learn.{n}' for n in LEARNABLE)}" for k in unknown]
@@ -186,6 +187,21 @@ def default_has_audio() -> bool:
 
     config = json.loads((default_bundle_path() / "config.json").read_text())
     return bool(config.get("mm_audio_encoder"))
+
+
+def count_problems(cfg: Any) -> list[str]:
+    """Thread and worker counts that torch or the loader would refuse only once a stage starts, named now."""
+    speech = cfg.get("speech") or {}
+    counts = {"threads": (cfg.get("threads", 1), 1, False), "workers": (cfg.get("workers", 0), 0, False),
+              "speech.threads": (speech.get("threads"), 1, True),
+              "speech.workers": (speech.get("workers", 0), 0, False)}
+    problems = []
+    for key, (value, least, nullable) in counts.items():
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not ((nullable and value is None) or (whole and value >= least)):
+            problems.append(f"{key} must be a whole number >= {least}{' or null (as `threads`)' if nullable else ''}; "
+                            f"got {value!r}")
+    return problems
 
 
 def speech_problems(cfg: Any, audio: str) -> list[str]:

@@ -116,6 +116,12 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
         from .spoken import freeze_encoder_body, warm_up_speech
 
         t0 = time.perf_counter()
+        # speech.threads: this stage's torch threads (null: `threads`), so a run can give its speech stage another
+        # setting than the answer stage's (each setting sums floats in its own order: other bytes)
+        speech_threads = spoken.get("threads")
+        if speech_threads is not None:
+            torch.set_num_threads(int(speech_threads))
+            log.info(f"speech: {torch.get_num_threads()} torch threads (speech.threads)")
         # speech.channels_last: the whale's two subsampling convolutions are most of a speech step on a CPU;
         # their weights in channels-last layout let oneDNN run them (forward and backward) in ~60 % of the time,
         # the same sums in another order (~1e-6 apart); the bundle is written in the usual layout
@@ -152,6 +158,7 @@ def train_stages(trainer: Trainer, cfg: Any) -> tuple[list[dict[str, Any]], dict
         if channels_last:
             trainer.audio.to(memory_format=torch.contiguous_format)
         trainer.learn(learned)
+        torch.set_num_threads(threads)
         seconds["speech_s"] = time.perf_counter() - t0
     trainer.set_mode(False)
     return history, {k: round(v, 1) for k, v in seconds.items()}
