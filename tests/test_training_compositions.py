@@ -246,8 +246,6 @@ def test_the_recipe_pads_a_tower_that_can_unless_its_own_option_says():
 # settings that change how fast a run goes, never its bytes (vita_training.prefetch; checked by
 # test_prefetched_batches_are_the_batches_made_in_order)
 SPEED_ONLY = {"workers", "speech.workers"}
-# options added after the embedded bundle was trained, at the value that does what the code did before them
-ADDED_SINCE = {"speech.threads": None}
 
 
 def test_the_default_recipe_is_the_config_the_embedded_bundle_was_trained_with():
@@ -273,7 +271,6 @@ def test_the_default_recipe_is_the_config_the_embedded_bundle_was_trained_with()
     info = json.loads((default_bundle_path() / "bundle_info.json").read_text())
     shipped = flat(info["train_config"])
     shipped.pop("output_dir")
-    shipped = {**{k: v for k, v in ADDED_SINCE.items() if k not in shipped}, **shipped}
     differing = {key: (recipe.get(key, "<missing>"), shipped.get(key, "<missing>"))
                  for key in recipe.keys() | shipped.keys()
                  if key not in SPEED_ONLY and recipe.get(key, "<missing>") != shipped.get(key, "<missing>")}
