@@ -12,7 +12,6 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-from PIL import Image
 from serve_helpers import BASE, answer, call, chat, image_question, is_error_object, png_url, serving
 
 from conftest import build_cached
@@ -20,9 +19,6 @@ from vita_framework.cli import SAMPLE_IMAGE
 
 pytest.importorskip("fastapi")
 
-# a question about the shipped sample, which the bundle answers with a word (`purple`); without an image the
-# bundle may answer nothing, as it never saw a question without one
-GOOD = image_question(png_url(Image.open(SAMPLE_IMAGE)), "What colour is the square?")
 LONG = (*BASE, "generation.max_new_tokens=1024", "generation.min_new_tokens=1024")
 
 
@@ -41,6 +37,11 @@ def _image(path=SAMPLE_IMAGE):
     from PIL import Image
 
     return png_url(Image.open(path))
+
+
+# a question about the shipped sample, which the bundle answers with a word (`purple`); without an image the
+# bundle may answer nothing, as it never saw a question without one
+GOOD = image_question(_image(), "What colour is the square?")
 
 
 def _part(kind, value):
